@@ -1,0 +1,3 @@
+"""fsync-fuse: a caching FUSE filesystem for Azure file shares."""
+
+__version__ = "0.1.0"

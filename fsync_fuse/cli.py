@@ -1,0 +1,71 @@
+"""The `fsync-fuse` command line: one subcommand per job, each defined in its own module.
+
+Each command module exposes `register(subparsers)` which adds its parser and sets
+`func(args) -> int`. Modules are imported lazily so `--help` stays fast and a missing
+optional dependency only breaks the command that needs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# (module, attribute) of each command's `register` function, in --help order.
+COMMANDS: list[str] = [
+    "fsync_fuse.commands.mount",
+    "fsync_fuse.commands.unmount",
+    "remote.emulator.cli",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fsync-fuse",
+        description=(
+            "Mount an Azure file share as a local directory with a bounded local cache: the whole "
+            "namespace is visible, content is fetched on demand, and writes go back to the share "
+            "asynchronously."
+        ),
+    )
+    parser.add_argument("--debug", action="store_true", help="verbose logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for modname in COMMANDS:
+        try:
+            module = importlib.import_module(modname)
+        except ModuleNotFoundError as exc:  # a command still being built must not break the others
+            if exc.name and modname.startswith(exc.name):
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def setup_logging(debug: bool, logfile: str | None = None) -> None:
+    """One log format for every command; `--debug` turns on our own verbose messages only."""
+    handler: logging.Handler
+    handler = logging.FileHandler(logfile) if logfile else logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    level = logging.DEBUG if debug else logging.INFO
+    for name in ("fsync_fuse", "cache", "remote"):
+        logging.getLogger(name).setLevel(level)
+    # The SDK logs every request and header at INFO; keep it quiet unless asked.
+    logging.getLogger("azure").setLevel(logging.DEBUG if debug else logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    if not getattr(args, "manages_logging", False):
+        setup_logging(args.debug)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,1 @@
+"""Subcommands of the `fsync-fuse` command line, one module each."""

@@ -1,0 +1,1 @@
+"""The share: a small async Remote interface, the Azure Files implementation, and the emulator."""

