@@ -1,0 +1,152 @@
+"""Sparse data files: where a data id lives on disk, an LRU of open fds, hole punching."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+from collections import OrderedDict
+from pathlib import Path
+
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+PAGE = 4096
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+_fallocate = _libc.fallocate
+_fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+_fallocate.restype = ctypes.c_int
+
+
+def punch_hole(fd: int, offset: int, length: int) -> None:
+    """Free [offset, offset+length) of a file, keeping its size; the range then reads zeros."""
+    if length <= 0:
+        return
+    if _fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"fallocate(PUNCH_HOLE): {os.strerror(err)}")
+
+
+def page_up(n: int) -> int:
+    return (n + PAGE - 1) & ~(PAGE - 1)
+
+
+def metadata_allowance(nblocks: int) -> int:
+    """Bytes of filesystem metadata a sparse file of `nblocks` separately allocated blocks may
+    add to st_blocks. ext4 keeps 4 extents in the inode, then needs 4 KiB leaves of 340 extents
+    (and an index block above them). Holes *inside* a block need not be counted here: a
+    block's allocation is estimated from its start, so each such hole is already counted as a
+    whole page, more than its share of a leaf."""
+    if nblocks <= 4:
+        return 0
+    return PAGE * ((nblocks + 339) // 340 + 1)
+
+
+def extents(fd: int) -> list[tuple[int, int]]:
+    """Allocated (offset, end) ranges of a sparse file, via SEEK_DATA/SEEK_HOLE."""
+    out = []
+    pos = 0
+    while True:
+        try:
+            start = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:
+                return out
+            raise
+        end = os.lseek(fd, start, os.SEEK_HOLE)
+        out.append((start, end))
+        pos = end
+
+
+def allocated_bytes(path: str | os.PathLike) -> int:
+    """What a file really occupies on disk (st_blocks is in 512-byte units)."""
+    return os.stat(path).st_blocks * 512
+
+
+class DataFiles:
+    """Maps data ids to paths under data/ and keeps at most `max_open` fds open (LRU).
+
+    Files are spread over 256 subdirectories by the low byte of the id."""
+
+    def __init__(self, root: Path, max_open: int = 128) -> None:
+        self.root = root
+        self.max_open = max_open
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._fds: OrderedDict[int, int] = OrderedDict()  # data_id -> fd
+
+    def path(self, data_id: int) -> Path:
+        return self.root / f"{data_id & 0xFF:02x}" / f"{data_id:016x}"
+
+    def fd(self, data_id: int, *, create: bool = False) -> int:
+        """An open O_RDWR fd; `create` also creates (and empties) a file for a new data id."""
+        fds = self._fds
+        fd = fds.get(data_id)
+        if fd is not None:
+            fds.move_to_end(data_id)
+            return fd
+        path = self.path(data_id)
+        flags = os.O_RDWR | os.O_CLOEXEC
+        if create:
+            flags |= os.O_CREAT | os.O_TRUNC
+            path.parent.mkdir(mode=0o700, exist_ok=True)
+        fd = os.open(path, flags, 0o600)
+        fds[data_id] = fd
+        while len(fds) > self.max_open:
+            _, old = fds.popitem(last=False)
+            os.close(old)
+        return fd
+
+    def opened(self, data_id: int) -> int | None:
+        return self._fds.get(data_id)
+
+    def close(self, data_id: int) -> None:
+        fd = self._fds.pop(data_id, None)
+        if fd is not None:
+            os.close(fd)
+
+    def unlink(self, data_id: int) -> None:
+        self.close(data_id)
+        try:
+            os.unlink(self.path(data_id))
+        except FileNotFoundError:
+            pass
+
+    def exists(self, data_id: int) -> bool:
+        return self.path(data_id).exists()
+
+    def fdatasync(self, data_id: int) -> None:
+        fd = self._fds.get(data_id)
+        if fd is not None:
+            os.fdatasync(fd)
+            return
+        try:
+            fd = os.open(self.path(data_id), os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+
+    def dup_for_sync(self, data_ids: list[int]) -> list[int]:
+        """Duplicated fds of open files, for fdatasync in a worker thread (the originals may
+        be closed by the LRU meanwhile; a dup keeps the file description alive)."""
+        return [os.dup(self._fds[d]) for d in data_ids if d in self._fds]
+
+    def all_ids(self) -> dict[int, Path]:
+        out = {}
+        for sub in self.root.iterdir():
+            if not sub.is_dir():
+                continue
+            for p in sub.iterdir():
+                try:
+                    out[int(p.name, 16)] = p
+                except ValueError:
+                    continue
+        return out
+
+    def close_all(self) -> None:
+        while self._fds:
+            _, fd = self._fds.popitem()
+            os.close(fd)

@@ -1,0 +1,125 @@
+"""Making state durable: `commit` (fdatasync, then one synced transaction) and `_persist_now`
+(withdrawing claims before data is destroyed). Ordering is argued in INVARIANTS.md."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+
+import trio
+
+from .entry import ABSENT, CLEAN, DIRTY, CachedFile
+from .index import block_key, block_val, key_bytes
+
+log = logging.getLogger(__name__)
+
+
+def _fdatasync_fds(fds: list[int]) -> None:
+    for fd in fds:
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+
+
+class Durability:
+    """Part of BlockCache (mixed in); uses its state, see blockcache.py."""
+
+    def _persist_now(
+        self,
+        *,
+        deletes: Sequence[tuple[CachedFile, int]] = (),
+        dirties: Sequence[tuple[CachedFile, int]] = (),
+        volatile: Sequence[CachedFile] = (),
+        files: Sequence[CachedFile] = (),
+        force: bool = False,
+    ) -> None:
+        """A short synced transaction that withdraws claims *before* data is destroyed or
+        clean data overwritten (see INVARIANTS.md). Skipped when nothing durable changes,
+        unless `force` (a lowered remote_valid must be durable before new data relies on it)."""
+        deletes = [(f, b) for f, b in deletes if b < len(f.durable) and f.durable[b]]
+        dirties = [(f, b) for f, b in dirties if b < len(f.durable) and f.durable[b] == CLEAN]
+        volatile = [f for f in volatile if f.data_id not in self._volatile]
+        if not (deletes or dirties or volatile or force):
+            return
+        idx = self._index
+        with self.env.begin(write=True) as txn:
+            for f, b in deletes:
+                txn.delete(block_key(f.data_id, b), db=idx.blocks)
+                f.durable[b] = ABSENT
+            for f, b in dirties:
+                txn.put(block_key(f.data_id, b), block_val(DIRTY, self._alloc(f, b)), db=idx.blocks)
+                f.durable[b] = DIRTY
+            for f in volatile:
+                txn.put(key_bytes(f.data_id), b"", db=idx.volatile)
+            for f in {*files, *(f for f, _ in deletes)}:
+                if not f.dead:
+                    txn.put(key_bytes(f.key), f.record().pack(), db=idx.files)
+        self.env.sync(True)
+        for f in volatile:
+            self._volatile.add(f.data_id)
+
+    def _has_pending(self) -> bool:
+        return bool(
+            self._unsynced
+            or self._pending_files
+            or self._meta_dirty
+            or self._deleted_keys
+            or self._dropped_ids
+            or self._volatile
+        )
+
+    def commit(self, *, _linger: float | None = None) -> None:
+        """fdatasync the data files written since the last commit, then write the index
+        changes in one transaction and sync it: what was written before is now durable."""
+        linger = self.volatile_linger if _linger is None else _linger
+        for data_id in self._unsynced:
+            self._data.fdatasync(data_id)
+        self._unsynced.clear()
+        idx = self._index
+        now = time.monotonic()
+        with self.env.begin(write=True) as txn:
+            for key in self._deleted_keys:
+                if key not in self._files:
+                    txn.delete(key_bytes(key), db=idx.files)
+            for data_id in self._dropped_ids:
+                idx.delete_blocks_of(txn, data_id)
+                txn.delete(key_bytes(data_id), db=idx.volatile)
+                self._volatile.discard(data_id)
+            for f in self._pending_files:
+                st = f.states
+                assert st is not None
+                durable = f.durable
+                f.grow(len(st))
+                for b in f.pending:
+                    s = st[b] if b < len(st) else ABSENT
+                    if s >= CLEAN:
+                        txn.put(
+                            block_key(f.data_id, b), block_val(s, self._alloc(f, b)), db=idx.blocks
+                        )
+                        durable[b] = s
+                    elif durable[b] != ABSENT:
+                        txn.delete(block_key(f.data_id, b), db=idx.blocks)
+                        durable[b] = ABSENT
+                f.pending.clear()
+            for f in self._meta_dirty:
+                txn.put(key_bytes(f.key), f.record().pack(), db=idx.files)
+            for data_id in list(self._volatile):
+                f = self._by_id.get(data_id)
+                if f is None or now - f.last_mut >= linger:
+                    txn.delete(key_bytes(data_id), db=idx.volatile)
+                    self._volatile.discard(data_id)
+        self.env.sync(True)
+        self._deleted_keys.clear()
+        self._dropped_ids.clear()
+        self._pending_files.clear()
+        self._meta_dirty.clear()
+
+    async def commit_async(self) -> None:
+        """`commit` with the bulk of the fdatasync work done in a worker thread first."""
+        fds = self._data.dup_for_sync(list(self._unsynced))
+        if fds:
+            await trio.to_thread.run_sync(_fdatasync_fds, fds)
+        self.commit()

@@ -1,0 +1,128 @@
+"""The size bound: room is made before anything is allocated; clean blocks of the least
+recently used unpinned files go first; a free-space floor lowers the bound."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from .datafile import punch_hole
+from .entry import ABSENT, CLEAN, CachedFile, has_present
+
+log = logging.getLogger(__name__)
+
+
+class Eviction:
+    """Part of BlockCache (mixed in); uses its state, see blockcache.py."""
+
+    def _drop_clean(self, f: CachedFile, blocks: list[int], *, persist: bool = True) -> int:
+        """Punch clean blocks out; their records go first. Returns bytes freed."""
+        if persist:
+            self._persist_now(deletes=[(f, b) for b in blocks], files=[f])
+        if not blocks:
+            return 0
+        freed = 0
+        sh = self._shift
+        fd = self._fd(f)
+        start = prev = blocks[0]
+        for b in [*blocks[1:], None]:
+            if b is not None and b == prev + 1:
+                prev = b
+                continue
+            punch_hole(fd, start << sh, (prev - start + 1) << sh)
+            if b is not None:
+                start = prev = b
+        for b in blocks:
+            freed += self._alloc(f, b)
+            self._set_block(f, b, ABSENT)
+        self._unsynced.add(f.data_id)
+        if not f.inflight and not has_present(f.states):
+            self._data.unlink(f.data_id)
+            self._unsynced.discard(f.data_id)
+            f.fresh = True
+        self._space_freed()
+        return freed
+
+    def tier(self, key: int) -> int:
+        """Evict every clean block of one unpinned file now. Returns bytes freed."""
+        f = self._files.get(key)
+        if f is None or f.pinned:
+            return 0
+        f = self._get(key)
+        st = f.states
+        assert st is not None
+        blocks = [b for b in range(len(st)) if st[b] == CLEAN]
+        freed = self._drop_clean(f, blocks)
+        self._evictions += len(blocks)
+        self._evicted_bytes += freed
+        return freed
+
+    def evict(self, nbytes: int | None = None) -> int:
+        """Evict clean unpinned blocks, least recently used files first, until `nbytes` are
+        freed (all of them when None). Returns bytes freed."""
+        before = self._used
+        target = 0 if nbytes is None else max(0, self._used - nbytes)
+        self._evict_to(target)
+        return before - self._used
+
+    def _limit(self) -> int:
+        if self.min_free_pct <= 0:
+            return self.max_bytes
+        now = time.monotonic()
+        when, limit = self._limit_cache
+        if now - when < self.statvfs_interval:
+            return limit
+        sv = os.statvfs(self.directory)
+        free = sv.f_bavail * sv.f_frsize
+        want_free = sv.f_blocks * sv.f_frsize * self.min_free_pct / 100
+        limit = min(self.max_bytes, max(0, self._used + int(free - want_free)))
+        self._limit_cache = (now, limit)
+        return limit
+
+    def _make_room(self, need: int, protect: tuple[CachedFile, int, int] | None = None) -> bool:
+        """Evict until `need` more bytes fit under the bound; False if they cannot."""
+        limit = self._limit()
+        if self._used + need <= limit:
+            return True
+        slack = min(limit // 16, 16 * self.block_size)
+        self._evict_to(max(0, limit - need - slack), protect)
+        return self._used + need <= limit
+
+    def _evict_to(self, target: int, protect: tuple[CachedFile, int, int] | None = None) -> None:
+        to_free = self._used - target
+        if to_free <= 0:
+            return
+        victims: list[tuple[CachedFile, list[int]]] = []
+        for f in self._lru:
+            if to_free <= 0:
+                break
+            if f.pinned or f.used - f.overhead <= f.dirty:
+                continue
+            if f.states is None:
+                self._load_blocks(f)
+            st = f.states
+            assert st is not None
+            blocks = []
+            for b in range(len(st) - 1, -1, -1):
+                if st[b] != CLEAN:
+                    continue
+                if protect is not None and protect[0] is f and protect[1] <= b <= protect[2]:
+                    continue
+                blocks.append(b)
+                to_free -= self._alloc(f, b)
+                if to_free <= 0:
+                    break
+            if blocks:
+                blocks.reverse()
+                victims.append((f, blocks))
+        if not victims:
+            return
+        self._persist_now(
+            deletes=[(f, b) for f, blocks in victims for b in blocks],
+            files=[f for f, _ in victims],
+        )
+        for f, blocks in victims:
+            freed = self._drop_clean(f, blocks, persist=False)
+            self._evictions += len(blocks)
+            self._evicted_bytes += freed

@@ -1,0 +1,219 @@
+"""Serving reads: hits by pread, misses by one fetch per run of missing blocks, joined by
+every reader and writer that needs the same blocks (see INVARIANTS.md, "In flight")."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import trio
+
+from .datafile import metadata_allowance, page_up, punch_hole
+from .entry import ABSENT, CLEAN, FILLING, CachedFile, Fill
+from .results import Fetch
+
+log = logging.getLogger(__name__)
+
+
+class Reading:
+    """Part of BlockCache (mixed in); uses its state, see blockcache.py."""
+
+    async def read(self, key: int, offset: int, length: int, *, size: int, fetch: Fetch) -> bytes:
+        """Bytes [offset, offset+length) clipped to `size`; missing blocks are fetched once per
+        run of contiguous missing blocks and joined with fetches already in flight."""
+        end = offset + length
+        if end > size:
+            end = size
+        if offset >= end:
+            return b""
+        f = self._files.get(key)
+        if f is not None and f.states is not None:
+            st = f.states
+            sh = self._shift
+            b0 = offset >> sh
+            b1 = (end - 1) >> sh
+            if b1 < len(st) and (st[b0] >= CLEAN if b0 == b1 else min(st[b0 : b1 + 1]) >= CLEAN):
+                data = os.pread(self._data.fd(f.data_id), end - offset, offset)
+                if len(data) < end - offset:
+                    data += bytes(end - offset - len(data))
+                self._hits += 1
+                f.length = size
+                f.atime = time.time()
+                self._lru.move_to_end(f)
+                self._meta_dirty.add(f)
+                return data
+        return await self._read_slow(key, offset, end, size, fetch)
+
+    async def _read_slow(self, key: int, offset: int, end: int, size: int, fetch: Fetch) -> bytes:
+        f = self._get(key)
+        self._touch(f)  # most recently used: our own fills must not evict each other
+        sh = self._shift
+        b0 = offset >> sh
+        b1 = (end - 1) >> sh
+        got: dict[int, memoryview] = {}  # bytes of fills we ran or joined, by block
+        missed = False
+        while True:
+            if f.dead:
+                f = self._get(key)
+                got.clear()
+            st = f.states
+            assert st is not None
+            rv = f.remote_valid
+            run_start = -1
+            runs: list[tuple[int, int]] = []
+            wait: Fill | None = None
+            for b in range(b0, b1 + 1):
+                s = st[b] if b < len(st) else ABSENT
+                if s == ABSENT and b not in got and (b << sh) < rv:
+                    if run_start < 0:
+                        run_start = b
+                    continue
+                if run_start >= 0:
+                    runs.append((run_start, b))
+                    run_start = -1
+                if s == FILLING and b not in got and wait is None:
+                    wait = f.inflight[b]
+            if run_start >= 0:
+                runs.append((run_start, b1 + 1))
+            if not runs and wait is None:
+                break
+            missed = True
+            if runs:
+                await self._fetch_run(f, runs[0][0], runs[0][1], fetch, got)
+            else:
+                assert wait is not None
+                await self._join_fill(wait, got)
+        if missed:
+            self._misses += 1
+        else:
+            self._hits += 1
+        f.length = size
+        self._touch(f)
+        return self._assemble(f, offset, end, got)
+
+    def _assemble(self, f: CachedFile, offset: int, end: int, got: dict[int, memoryview]) -> bytes:
+        """Build the reply from present blocks (pread), fetched-but-unstored blocks and zeros."""
+        st = f.states
+        assert st is not None
+        sh = self._shift
+        b0 = offset >> sh
+        b1 = (end - 1) >> sh
+        n = end - offset
+        if not got and all(st[b] >= CLEAN for b in range(b0, min(b1 + 1, len(st)))):
+            if f.used == 0:
+                return bytes(n)
+            data = os.pread(self._fd(f), n, offset)
+            return data if len(data) == n else data + bytes(n - len(data))
+        buf = bytearray(n)
+        view = memoryview(buf)
+        for b in range(b0, b1 + 1):
+            lo = max(offset, b << sh)
+            hi = min(end, (b + 1) << sh)
+            piece = got.get(b)
+            if piece is not None:
+                src = piece[lo - (b << sh) : hi - (b << sh)]
+                view[lo - offset : lo - offset + len(src)] = src
+            elif b < len(st) and st[b] >= CLEAN:
+                os.preadv(self._fd(f), [view[lo - offset : hi - offset]], lo)
+        return bytes(buf)
+
+    async def _join_fill(self, fill: Fill, got: dict[int, memoryview]) -> None:
+        await fill.event.wait()
+        if fill.error is not None:
+            if isinstance(fill.error, trio.Cancelled):
+                return  # the task that fetched was cancelled; the caller retries
+            raise fill.error
+        self._take(fill, got)
+
+    def _take(self, fill: Fill, got: dict[int, memoryview]) -> None:
+        """Keep the bytes of a fill we waited for: even when stored, the blocks may be evicted
+        again before our reply is built, and we must not fetch them twice."""
+        if fill.data is None:
+            return
+        data = memoryview(fill.data)
+        bs = self.block_size
+        for i, b in enumerate(range(fill.first, fill.last)):
+            got[b] = data[i * bs : (i + 1) * bs]
+
+    async def _fetch_run(
+        self, f: CachedFile, first: int, last: int, fetch: Fetch, got: dict[int, memoryview]
+    ) -> None:
+        """Fetch blocks [first, last) (all ABSENT) with one call, store them if there is room."""
+        sh = self._shift
+        fill = Fill(first, last)
+        f.grow(last)
+        st = f.states
+        assert st is not None
+        for b in range(first, last):
+            st[b] = FILLING
+            f.inflight[b] = fill
+        off = first << sh
+        want = min(last << sh, f.remote_valid) - off
+        try:
+            data = await fetch(off, want)
+            if len(data) > want:
+                data = memoryview(data)[:want]
+        except BaseException as exc:
+            fill.error = exc
+            self._end_fill(f, fill)
+            raise
+        self._fetched += len(data)
+        fill.data = data
+        if not fill.cancelled and not f.dead:
+            fill.stored = self._store_fill(f, fill, data)
+        self._end_fill(f, fill)
+        self._take(fill, got)
+
+    def _end_fill(self, f: CachedFile, fill: Fill) -> None:
+        st = f.states
+        assert st is not None
+        for b in range(fill.first, fill.last):
+            if f.inflight.get(b) is fill:
+                del f.inflight[b]
+                if st[b] == FILLING:
+                    st[b] = ABSENT
+        fill.event.set()
+
+    def _cancel_fills(self, f: CachedFile, first_block: int = 0) -> None:
+        """Fills touching blocks >= first_block must not store: the content changed under them."""
+        st = f.states
+        assert st is not None
+        for fill in {
+            fl for b, fl in f.inflight.items() if b >= first_block or fl.last > first_block
+        }:
+            fill.cancelled = True
+            for b in range(fill.first, fill.last):
+                if f.inflight.get(b) is fill:
+                    del f.inflight[b]
+                    if st[b] == FILLING:
+                        st[b] = ABSENT
+
+    def _store_fill(self, f: CachedFile, fill: Fill, data: bytes | memoryview) -> bool:
+        bs = self.block_size
+        n = len(data)
+        allocs = [page_up(max(0, min(bs, n - i * bs))) for i in range(fill.last - fill.first)]
+        more = metadata_allowance(f.npresent + len(allocs)) - f.overhead
+        if not self._make_room(sum(allocs) + more):
+            return False
+        off = fill.first << self._shift
+        fd = self._fd(f)
+        try:
+            if n:
+                self._pwrite_all(fd, data, off)
+        except OSError:
+            log.warning("cache fill of %d bytes failed; serving it uncached", n, exc_info=True)
+            punch_hole(fd, off, (fill.last - fill.first) * bs)
+            return False
+        for i, b in enumerate(range(fill.first, fill.last)):
+            self._set_block(f, b, CLEAN, allocs[i])
+        self._unsynced.add(f.data_id)
+        return True
+
+    @staticmethod
+    def _pwrite_all(fd: int, data: bytes | memoryview, off: int) -> None:
+        n = os.pwrite(fd, data, off)
+        if n < len(data):
+            view = memoryview(data)
+            while n < len(view):
+                n += os.pwrite(fd, view[n:], off + n)
