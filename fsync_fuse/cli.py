@@ -57,7 +57,16 @@ def setup_logging(debug: bool, logfile: str | None = None) -> None:
     logging.getLogger("azure").setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
+def fstab_style(argv: list[str]) -> list[str]:
+    """`mount -t fuse.fsync-fuse SHARE DIR -o OPTS` (and fstab) makes mount.fuse3 run
+    `fsync-fuse SHARE DIR -o OPTS`: that is our `mount` command."""
+    if len(argv) >= 2 and "://" in argv[0] and not argv[0].startswith("-"):
+        return ["mount", *argv]
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = fstab_style(sys.argv[1:] if argv is None else list(argv))
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -1,0 +1,97 @@
+"""Mount settings: parsing sizes, choosing the cache directory, `-o` options from mount(8)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
+
+
+def parse_size(text: str) -> int:
+    """'512M', '10G', '1T', '1.5G', '4096', '64KiB' -> bytes (binary units)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(?:i?B)?\s*", str(text), re.IGNORECASE)
+    if not m:
+        raise ValueError(f"invalid size {text!r} (examples: 512M, 10G, 1T)")
+    return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+
+
+def share_id(account_url: str, share: str) -> str:
+    """A directory-safe id for one share on one endpoint."""
+    digest = hashlib.sha256(f"{account_url}/{share}".encode()).hexdigest()[:10]
+    account = account_url.rstrip("/").rsplit("/", 1)[-1].split(".", 1)[0]
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", f"{account}-{share}")
+    return f"{safe}-{digest}"
+
+
+def default_cache_dir(sid: str) -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "fsync-fuse" / sid
+
+
+@dataclass
+class MountConfig:
+    url: str
+    mountpoint: str
+    cache_dir: Path
+    share_id: str
+    share_url: str  # without any SAS: safe to log
+    cache_size: int = 10 << 30
+    block_size: int = 1 << 20
+    writeback_delay: float = 5.0
+    read_ahead: int = 64 << 20
+    attr_timeout: float = 1.0
+    fsync_remote: bool = False
+    allow_other: bool = False
+    foreground: bool = False
+    log_file: str | None = None
+    debug: bool = False
+    io_timeout: float = 60.0
+    exit_drain_timeout: float = 30.0
+    creds: dict = field(default_factory=dict)
+
+
+# Options mount(8)/mount.fuse3 may pass that mean nothing to us.
+GENERIC_MOUNT_OPTIONS = {
+    "rw",
+    "defaults",
+    "auto",
+    "noauto",
+    "user",
+    "users",
+    "nouser",
+    "nofail",
+    "_netdev",
+    "suid",
+    "nosuid",
+    "dev",
+    "nodev",
+    "exec",
+    "noexec",
+    "atime",
+    "noatime",
+    "relatime",
+    "norelatime",
+    "strictatime",
+    "async",
+    "sync",
+    "owner",
+    "group",
+    "comment",
+}
+
+
+def options_to_args(opts: str) -> list[str]:
+    """Translate `-o cache_size=10G,allow_other,...` (fstab style) into command-line flags."""
+    args: list[str] = []
+    for item in filter(None, (o.strip() for o in opts.split(","))):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if key in GENERIC_MOUNT_OPTIONS or key.startswith(("x-", "comment=")):
+            continue
+        flag = "--" + key.replace("_", "-")
+        args += [flag, value] if sep else [flag]
+    return args

@@ -1,0 +1,197 @@
+"""Directory listings from the share: loaded lazily, cached in the namespace, refreshed.
+
+A directory is listed (all pages) on first use; entries that are new or whose ETag changed are
+`stat`ed too, because only `stat` returns the metadata holding mode, owner and the symlink flag.
+After `ttl` seconds a listing is stale: a lookup that finds its name serves the cached entry and
+refreshes in the background; a lookup that misses, and readdir, refresh first (so a file another
+machine just created is found). When the share is unreachable, stale listings are served as
+they are.
+
+A listing never overrides local state the share has not caught up with: a directory with queued
+operations keeps its local view, entries with dirty content or queued operations are left
+alone, and a listing during which the queue touched the directory is taken again.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import time
+from collections.abc import Callable
+
+import trio
+
+from fsync_fuse.namespace import FsError, MergeResult, Namespace
+from remote.base import NotFound, Remote, RemoteEntry, RemoteError
+
+log = logging.getLogger(__name__)
+
+
+class _Round:
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.error: BaseException | None = None
+
+
+class Lister:
+    def __init__(
+        self,
+        ns: Namespace,
+        remote: Remote,
+        cache,
+        wb,
+        *,
+        ttl: float,
+        io_timeout: float = 60.0,
+        stat_parallel: int = 16,
+        referenced: Callable[[int], bool] = lambda ino: False,
+        on_merge: Callable[[int, MergeResult], None] | None = None,
+    ) -> None:
+        self.ns = ns
+        self.remote = remote
+        self.cache = cache
+        self.wb = wb
+        self.ttl_ns = int(ttl * 1e9)
+        self.io_timeout = io_timeout
+        self.referenced = referenced
+        self.on_merge = on_merge
+        self._stat_limiter = trio.CapacityLimiter(stat_parallel)
+        self._bg_limiter = trio.CapacityLimiter(4)
+        self._rounds: dict[int, _Round] = {}
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Owns the background refreshes."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    def is_fresh(self, listed_ns: int) -> bool:
+        return bool(listed_ns) and time.time_ns() - listed_ns < self.ttl_ns
+
+    async def ensure(self, ino: int, *, refresh_stale: bool) -> None:
+        """Make sure directory `ino` has a listing: load it if it never had one; when stale,
+        refresh now (`refresh_stale`) or in the background."""
+        rec = self.ns.must(ino)
+        if not rec.is_dir:
+            raise FsError(errno.ENOTDIR)
+        if self.is_fresh(rec.listed_ns):
+            return
+        if rec.listed_ns and not refresh_stale:
+            self.refresh_later(ino)
+            return
+        try:
+            await self.refresh(ino)
+        except RemoteError as exc:
+            if rec.listed_ns:
+                log.debug("listing %s failed (%s); serving the cached one", ino, exc)
+                return
+            log.warning("cannot list %r: %s", self.ns.path(ino), exc)
+            raise FsError(exc.errno if not exc.transient else errno.EIO, str(exc)) from None
+
+    def refresh_later(self, ino: int) -> None:
+        if self._nursery is None or ino in self._rounds:
+            return
+
+        async def quietly() -> None:
+            async with self._bg_limiter:
+                try:
+                    await self.refresh(ino)
+                except (RemoteError, FsError) as exc:
+                    log.debug("background listing of inode %d failed: %s", ino, exc)
+
+        self._nursery.start_soon(quietly)
+
+    async def refresh(self, ino: int) -> None:
+        """List directory `ino` from the share and merge; concurrent callers share one round."""
+        rnd = self._rounds.get(ino)
+        if rnd is not None:
+            await rnd.done.wait()
+            if rnd.error is not None:
+                raise rnd.error
+            return
+        rnd = self._rounds[ino] = _Round()
+        try:
+            await self._refresh(ino)
+        except BaseException as exc:
+            rnd.error = exc
+            raise
+        finally:
+            del self._rounds[ino]
+            rnd.done.set()
+
+    async def _refresh(self, ino: int) -> None:
+        outbox = self.ns.outbox
+        for _attempt in range(5):
+            rec = self.ns.get(ino)
+            chain = self.ns.chain(ino)
+            if rec is None or chain is None or not rec.is_dir:
+                return
+            if rec.remote_size is None and rec.listed_ns:
+                return  # created here and not on the share yet: the local view is complete
+            if outbox.has_child_ops(ino) or not outbox.path_settled(chain):
+                if rec.listed_ns:
+                    return  # the queue will bring the share in line with the local view
+                with trio.move_on_after(self.io_timeout):
+                    await outbox.wait_until(
+                        lambda c=chain: outbox.path_settled(c) and not outbox.has_child_ops(ino)
+                    )
+                continue
+            with outbox.watch() as v0:
+                path = self.ns.path(ino)
+                if path is None:
+                    return
+                entries = await self.remote.list_dir(path)
+                need = self._need_stat(ino, entries)
+                metas = await self._stat_all(path, need)
+                if any(outbox.touched_since(i, v0) for i in chain):
+                    continue
+
+                def busy(i: int, v0: int = v0) -> bool:
+                    return self.wb.busy(i) or outbox.touched_since(i, v0)
+
+                res = self.ns.merge_listing(ino, entries, metas, busy, self.referenced)
+            self._apply(res)
+            if self.on_merge is not None:
+                self.on_merge(ino, res)
+            return
+        log.debug("listing of inode %d kept changing under local operations; kept local", ino)
+
+    def _need_stat(self, ino: int, entries: list[RemoteEntry]) -> list[RemoteEntry]:
+        need = []
+        for e in entries:
+            found = self.ns.find(ino, e.name)
+            rec = self.ns.get(found[0]) if found else None
+            if rec is None or not rec.meta_known or rec.etag != e.etag:
+                if rec is None or not self.wb.busy(rec.ino):
+                    need.append(e)
+        return need
+
+    async def _stat_all(self, path: str, entries: list[RemoteEntry]) -> dict[str, RemoteEntry]:
+        out: dict[str, RemoteEntry] = {}
+
+        async def one(e: RemoteEntry) -> None:
+            async with self._stat_limiter:
+                try:
+                    out[e.name] = await self.remote.stat(f"{path}/{e.name}" if path else e.name)
+                except NotFound:
+                    pass
+
+        async with trio.open_nursery() as nursery:
+            for e in entries:
+                nursery.start_soon(one, e)
+        return out
+
+    def _apply(self, res: MergeResult) -> None:
+        for rec in res.changed:
+            log.debug(
+                "%s changed on the share (size %s, etag %s): dropping cached content",
+                rec.name,
+                rec.remote_size,
+                rec.etag,
+            )
+            self.cache.invalidate(rec.ino, rec.remote_size or 0)
+        for ino in res.purged:
+            self.cache.delete(ino)
+            self.wb.dropped(ino)

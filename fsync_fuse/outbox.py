@@ -1,0 +1,156 @@
+"""The ordered, persisted queue of namespace operations still to apply on the share.
+
+Each operation is a JSON object carrying the share paths computed when it was issued; applied
+strictly in order, they move the share through the same states the local namespace went
+through, so a path computed at issue time is the right share path at apply time. Operations are
+appended in the same LMDB transaction as the local change they describe (see namespace.py), so a
+crash never leaves one without the other.
+
+In memory we count, per inode, the pending operations it is the subject of (created, renamed,
+removed, attributes) and those that change its children (it is a parent directory). From those
+counts `path_settled` tells whether an inode's local path is its share path right now, which is
+what uploads, fetches and listings need.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+
+import lmdb
+import trio
+
+
+def _seq_key(seq: int) -> bytes:
+    return seq.to_bytes(8, "big")
+
+
+class Outbox:
+    def __init__(self, env: lmdb.Environment) -> None:
+        self.env = env
+        self.db = env.open_db(b"outbox")
+        self._subject: Counter[int] = Counter()
+        self._parent: Counter[int] = Counter()
+        self._count = 0
+        self._next_seq = 1
+        #: bumped on every append: a listing taken at version v is stale if this moved
+        self.version = 0
+        self._changed = trio.Event()
+        self._touched: dict[int, int] = {}  # ino -> version of the last op/upload touching it
+        self._watchers: Counter[int] = Counter()  # listings in flight, by start version
+        with env.begin(db=self.db) as txn:
+            for key, raw in txn.cursor():
+                op = json.loads(raw)
+                self._count_op(op, +1)
+                self._next_seq = int.from_bytes(key, "big") + 1
+
+    # --- counters
+    def _count_op(self, op: dict, delta: int) -> None:
+        self._count += delta
+        if op.get("ino"):
+            self._subject[op["ino"]] += delta
+            if self._subject[op["ino"]] <= 0:
+                del self._subject[op["ino"]]
+        for d in op.get("dirs", ()):
+            self._parent[d] += delta
+            if self._parent[d] <= 0:
+                del self._parent[d]
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def __len__(self) -> int:
+        return self._count
+
+    def is_subject(self, ino: int) -> bool:
+        """An operation on this very inode (create, rename, removal, attributes) is pending."""
+        return ino in self._subject
+
+    def has_child_ops(self, ino: int) -> bool:
+        """A pending operation adds, removes or renames an entry of this directory."""
+        return ino in self._parent
+
+    def path_settled(self, chain: Iterable[int]) -> bool:
+        """True when no inode on the chain (an inode and its ancestors) has a pending op,
+        so the local path equals the share path and the entry exists there."""
+        return not any(i in self._subject for i in chain)
+
+    # --- persistence (callers pass their own write transaction)
+    def append(self, txn: lmdb.Transaction, op: dict) -> int:
+        seq = self._next_seq
+        self._next_seq += 1
+        txn.put(_seq_key(seq), json.dumps(op, separators=(",", ":")).encode(), db=self.db)
+        return seq
+
+    def added(self, ops: list[dict]) -> None:
+        """Called after the transaction that appended `ops` committed."""
+        if not ops:
+            return
+        self.version += 1
+        for op in ops:
+            self._count_op(op, +1)
+            for i in (op.get("ino"), *op.get("dirs", ())):
+                if i:
+                    self._touched[i] = self.version
+        self._notify()
+
+    def touch(self, ino: int) -> None:
+        """Something other than an op changed this inode on the share (an upload)."""
+        self.version += 1
+        self._touched[ino] = self.version
+
+    def touched_since(self, ino: int, version: int) -> bool:
+        """An op or upload touched this inode after `version` was read: a listing taken
+        since then may predate it."""
+        return self._touched.get(ino, 0) > version
+
+    def head(self) -> tuple[int, dict] | None:
+        with self.env.begin(db=self.db) as txn:
+            cur = txn.cursor()
+            if not cur.first():
+                return None
+            return int.from_bytes(cur.key(), "big"), json.loads(cur.value())
+
+    def remove(self, txn: lmdb.Transaction, seq: int) -> None:
+        txn.delete(_seq_key(seq), db=self.db)
+
+    def removed(self, op: dict) -> None:
+        """Called after the transaction that removed `op` committed."""
+        self._count_op(op, -1)
+        self.version += 1
+        for i in (op.get("ino"), *op.get("dirs", ())):
+            if i:
+                self._touched[i] = self.version
+        self._prune()
+        self._notify()
+
+    @contextmanager
+    def watch(self) -> Iterator[int]:
+        """Bracket a share listing: yields the version to pass to `touched_since` later."""
+        v0 = self.version
+        self._watchers[v0] += 1
+        try:
+            yield v0
+        finally:
+            self._watchers[v0] -= 1
+            if self._watchers[v0] <= 0:
+                del self._watchers[v0]
+            self._prune()
+
+    def _prune(self) -> None:
+        # Touch versions only matter to listings in flight; forget them when none is.
+        if not self._watchers and len(self._touched) > 10000:
+            self._touched.clear()
+
+    def all_ops(self) -> list[tuple[int, dict]]:
+        with self.env.begin(db=self.db) as txn:
+            return [(int.from_bytes(k, "big"), json.loads(v)) for k, v in txn.cursor()]
+
+    # --- waiting
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        """Wait until `predicate()` holds; it is re-checked after every change of the queue."""
+        while not predicate():
+            await self._changed.wait()

@@ -1,0 +1,146 @@
+"""Reading file content: the cache's fetch function and a per-handle read-ahead window.
+
+A fetch reads the file's share path, which is only known while no queued operation affects the
+file (see Outbox.path_settled); it waits for that, bounded by `io_timeout`, and retries once
+more when the worker renamed the file between computing the path and the GET. After the
+remote's own retries, an unreachable share surfaces as an error the caller turns into EIO.
+
+Sequential readers get a read-ahead window that doubles with every sequential read up to
+`max_window`, fetched as block-aligned chunks by several background tasks in parallel. The
+tasks of a handle live in one cancel scope: a seek cancels them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import trio
+
+from fsync_fuse.namespace import Namespace
+from fsync_fuse.writeback import Gone
+from remote.base import NotFound, Remote, Transient
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReadState:
+    """Per open handle: where a sequential reader would read next, and what is prefetched."""
+
+    next_off: int = -1
+    streak: int = 0
+    window: int = 0
+    ahead_end: int = 0
+    scopes: set[trio.CancelScope] = field(default_factory=set)
+
+    def reset(self) -> None:
+        for scope in self.scopes:
+            scope.cancel()
+        self.scopes.clear()
+        self.streak = 0
+        self.window = 0
+        self.ahead_end = 0
+
+
+class Reader:
+    def __init__(
+        self,
+        ns: Namespace,
+        cache,
+        remote: Remote,
+        wb,
+        *,
+        max_window: int,
+        io_timeout: float = 60.0,
+        parallel: int = 16,
+    ) -> None:
+        self.ns = ns
+        self.cache = cache
+        self.remote = remote
+        self.wb = wb
+        self.max_window = max_window
+        self.io_timeout = io_timeout
+        self._limiter = trio.CapacityLimiter(parallel)
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    def fetcher(self, ino: int):
+        """The cache's fetch function for this inode: ranged GETs of its share path."""
+
+        async def fetch(offset: int, length: int) -> bytes:
+            outbox = self.ns.outbox
+            with trio.move_on_after(self.io_timeout):
+                for _ in range(3):
+                    version = outbox.version
+                    try:
+                        await outbox.wait_until(lambda: self.wb.settled_path(ino) is not None)
+                        path = self.wb.settled_path(ino)
+                    except Gone:
+                        raise NotFound(
+                            f"inode {ino} was unlinked before its content was read"
+                        ) from None
+                    try:
+                        return await self.remote.read(path, offset, length)
+                    except NotFound:
+                        if outbox.version == version:
+                            raise
+            raise Transient(f"reading {self.ns.path(ino)!r} from the share timed out")
+
+        return fetch
+
+    async def read(self, ino: int, off: int, size: int, state: ReadState | None) -> bytes:
+        rec = self.ns.get(ino)
+        if rec is None:
+            return b""
+        fsize = rec.size
+        if off >= fsize or size <= 0:
+            return b""
+        if state is not None:  # before our own read, so the read-ahead runs beside it
+            self._ahead(ino, state, off, min(size, fsize - off), fsize)
+        return await self.cache.read(ino, off, size, size=fsize, fetch=self.fetcher(ino))
+
+    def _ahead(self, ino: int, st: ReadState, off: int, n: int, fsize: int) -> None:
+        # The kernel's own read-ahead sends several requests at once and they may arrive out
+        # of order: "sequential" means near where the last one ended.
+        bs = self.cache.block_size
+        slack = max(2 * bs, st.window)
+        if st.next_off < 0 or not (st.next_off - slack <= off <= st.next_off + slack):
+            st.reset()
+            st.next_off = off + n
+        else:
+            st.next_off = max(st.next_off, off + n)
+        st.streak += 1
+        if st.streak < 2 or self._nursery is None or self.max_window <= 0:
+            return
+        st.window = min(self.max_window, max(2 * bs, st.window * 2))
+        if st.ahead_end - (off + n) > st.window // 2:
+            return  # enough in flight: top up in big steps, so each GET is a big one
+        end = min(fsize, off + n + st.window)
+        start = max(st.ahead_end, off + n)
+        start -= start % bs
+        if end <= start:
+            return
+        chunk = max(bs, min(4 << 20, st.window // 4))
+        chunk -= chunk % bs
+        for o in range(start, end, chunk):
+            scope = trio.CancelScope()
+            st.scopes.add(scope)
+            self._nursery.start_soon(self._prefetch, ino, o, min(chunk, end - o), fsize, st, scope)
+        st.ahead_end = end
+
+    async def _prefetch(
+        self, ino: int, off: int, length: int, fsize: int, st: ReadState, scope: trio.CancelScope
+    ) -> None:
+        with scope:
+            async with self._limiter:
+                try:
+                    await self.cache.read(ino, off, length, size=fsize, fetch=self.fetcher(ino))
+                except Exception as exc:  # noqa: BLE001 - read-ahead is best effort
+                    log.debug("read-ahead of inode %d at %d failed: %s", ino, off, exc)
+        st.scopes.discard(scope)

@@ -1,0 +1,579 @@
+"""The write-back queue: apply namespace operations in order, upload dirty files when quiet.
+
+Two streams, one lock (the full story is in INVARIANTS.md):
+
+- The **outbox worker** (one task) applies the persisted namespace operations strictly in order,
+  each under the exclusive side of `lock`, retrying transient failures with exponential backoff
+  (the lock is released while it sleeps).
+- **Uploads** are per inode. A dirty inode is uploaded once it has been quiet for
+  `delay` seconds (each write pushes its deadline back), or at once on `flush_now` (fsync with
+  `--fsync remote`, draining at unmount). Each remote call of an upload runs under the shared
+  side of `lock` with a path computed while no operation on the inode's chain is pending, so
+  that path is the share path and the worker cannot rename it mid-call.
+
+The dirty set is persisted in the `dirty` LMDB database (ino → {"low": lowest size the file was
+truncated to since its last upload}); together with the cache's dirty blocks it is what the
+next start re-queues.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import trio
+
+from fsync_fuse.attrs import FILE
+from fsync_fuse.namespace import Namespace
+from remote.base import AlreadyExists, NotEmpty, NotFound, Remote, RemoteError
+
+log = logging.getLogger(__name__)
+
+MAX_PUT = 4 * 1024 * 1024
+
+
+class RWLock:
+    """Many shared holders or one exclusive holder; a waiting exclusive blocks new shared ones."""
+
+    def __init__(self) -> None:
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+        self._changed = trio.Event()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    @asynccontextmanager
+    async def shared(self) -> AsyncIterator[None]:
+        while self._writer or self._writers_waiting:
+            await self._changed.wait()
+        self._readers += 1
+        try:
+            yield
+        finally:
+            self._readers -= 1
+            self._notify()
+
+    @asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        self._writers_waiting += 1
+        try:
+            while self._writer or self._readers:
+                await self._changed.wait()
+        finally:
+            self._writers_waiting -= 1
+        self._writer = True
+        try:
+            yield
+        finally:
+            self._writer = False
+            self._notify()
+
+
+class Gone(Exception):
+    """The inode was unlinked: there is nothing left to upload."""
+
+
+@dataclass
+class Status:
+    files: int
+    bytes: int
+    ops: int
+    error: str | None = None
+
+    def as_json(self) -> bytes:
+        return json.dumps(
+            {"files": self.files, "bytes": self.bytes, "ops": self.ops, "error": self.error}
+        ).encode()
+
+
+class WriteBack:
+    def __init__(
+        self,
+        ns: Namespace,
+        cache,
+        remote: Remote,
+        *,
+        delay: float = 5.0,
+        parallel_files: int = 8,
+        parallel_ranges: int = 4,
+        max_backoff: float = 30.0,
+    ) -> None:
+        self.ns = ns
+        self.cache = cache
+        self.remote = remote
+        self.delay = delay
+        self.parallel_ranges = parallel_ranges
+        self.max_backoff = max_backoff
+        self.lock = RWLock()
+        self.outbox = ns.outbox
+        self.db = ns.env.open_db(b"dirty")
+        self._dirty: dict[int, int | None] = {}  # ino -> low-water mark (mirror of the db)
+        self._meta: set[int] = set()  # dirty inodes whose mode/owner changed (mirror too)
+        self._gen: dict[int, int] = {}  # bumped by every write/truncate
+        self._tgen: dict[int, int] = {}  # bumped by every truncate
+        # low-water mark of truncates since the running upload of an inode started: what
+        # the next upload must resize down to once this one succeeded
+        self._low_during: dict[int, int | None] = {}
+        self._uploaded_gen: dict[int, int] = {}  # gen an upload of this inode started from
+        self._due: dict[int, float] = {}  # ino -> trio.current_time() deadline
+        self._attempts: dict[int, int] = {}
+        self._running: set[int] = set()
+        self._files_limiter = trio.CapacityLimiter(parallel_files)
+        self._wake = trio.Event()
+        self._changed = trio.Event()
+        self._drains = 0
+        self.last_error: str | None = None
+        with ns.env.begin(db=self.db) as txn:
+            for key, raw in txn.cursor():
+                rec = json.loads(raw)
+                ino = int.from_bytes(key, "big")
+                self._dirty[ino] = rec.get("low")
+                if rec.get("meta"):
+                    self._meta.add(ino)
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def _poke(self) -> None:
+        self._wake.set()
+
+    def is_dirty(self, ino: int) -> bool:
+        return ino in self._dirty
+
+    def busy(self, ino: int) -> bool:
+        """Local state of this inode is ahead of the share (listings must not overwrite it)."""
+        return ino in self._dirty or self.outbox.is_subject(ino)
+
+    def _persist(self, ino: int, low: int | None, *, now: bool = False) -> None:
+        """Record the inode's entry of the dirty set: with the namespace's write-behind
+        records (durable at the next commit point, like the data it describes), or at once."""
+        rec = {"low": low, "meta": ino in self._meta}
+        self.ns.deferred[(self.db, ino.to_bytes(8, "big"))] = json.dumps(rec).encode()
+        if now:
+            self.ns.flush()
+
+    def _forget(self, ino: int) -> None:
+        self._dirty.pop(ino, None)
+        self._meta.discard(ino)
+        self._due.pop(ino, None)
+        self._gen.pop(ino, None)
+        self._tgen.pop(ino, None)
+        self._uploaded_gen.pop(ino, None)
+        self._attempts.pop(ino, None)
+        self.ns.deferred[(self.db, ino.to_bytes(8, "big"))] = None
+        self._notify()
+
+    def mark_dirty(self, ino: int, *, truncated_to: int | None = None, meta: bool = False) -> None:
+        """A write, truncate or attribute change happened: (re)start the quiet timer of this
+        inode. A regular file's mode, owner and mtime travel with its upload (`meta`), not as
+        queued operations, so `tar` setting them on each file it extracts costs nothing extra."""
+        low = self._dirty.get(ino)
+        new_low = low
+        if meta and ino not in self._meta:
+            self._meta.add(ino)
+            low = -1  # force the persist below
+        if truncated_to is not None:
+            new_low = truncated_to if low is None else min(low, truncated_to)
+            self._tgen[ino] = self._tgen.get(ino, 0) + 1
+            if ino in self._low_during:
+                during = self._low_during[ino]
+                self._low_during[ino] = (
+                    truncated_to if during is None else min(during, truncated_to)
+                )
+        if ino not in self._dirty or new_low != low:
+            self._dirty[ino] = new_low
+            # a low-water mark must not be lost once the cache dropped the truncated data
+            self._persist(ino, new_low, now=truncated_to is not None)
+            self._notify()
+        self._gen[ino] = self._gen.get(ino, 0) + 1
+        self._due[ino] = trio.current_time() + (
+            0.0 if self.draining or self._pressure() else self.delay
+        )
+        self._poke()
+
+    def _set_low(self, ino: int, low: int | None) -> None:
+        if ino in self._dirty and self._dirty[ino] != low:
+            self._dirty[ino] = low
+            self._persist(ino, low)
+
+    def _pressure(self) -> bool:
+        """Dirty data fills half the cache: upload now, or writers would hit ENOSPC."""
+        try:
+            return self.cache.dirty_bytes() * 2 > self.cache.max_bytes
+        except Exception:  # noqa: BLE001
+            return False
+
+    def dropped(self, ino: int) -> None:
+        """The inode was deleted for good: nothing of it will be uploaded."""
+        self._forget(ino)
+
+    def requeue_all(self) -> None:
+        """At start: everything dirty (ours or the cache's) goes out as soon as it can."""
+        for ino in set(self._dirty) | set(self.cache.dirty_keys()):
+            if ino not in self._dirty:
+                self._dirty[ino] = None
+                self._persist(ino, None)
+            self._due[ino] = 0.0
+
+    def status(self) -> Status:
+        nbytes = 0
+        for ino in self._dirty:
+            try:
+                nbytes += self.cache.dirty_bytes(ino)
+            except Exception:  # noqa: BLE001 - a key the cache dropped counts as 0
+                pass
+        return Status(len(self._dirty), nbytes, len(self.outbox), self.last_error)
+
+    # ------------------------------------------------------------------ waiting
+    async def wait_idle(self) -> None:
+        """Until the outbox is empty and nothing is dirty (used when draining)."""
+        while len(self.outbox) or self._dirty:
+            await self._changed.wait()
+
+    async def drain(self) -> None:
+        """Upload everything now, ignoring the quiet delay; returns when all is on the share."""
+        self._drains += 1
+        for ino in self._dirty:
+            self._due[ino] = min(self._due.get(ino, 0.0), trio.current_time())
+        self._poke()
+        try:
+            await self.wait_idle()
+        finally:
+            self._drains -= 1
+
+    @property
+    def draining(self) -> bool:
+        return self._drains > 0
+
+    async def flush_now(self, ino: int) -> None:
+        """fsync --fsync remote: this file's operations and content reach the share."""
+        chain = self.ns.chain(ino) or [ino]
+        await self.outbox.wait_until(lambda: self.outbox.path_settled(chain))
+        if ino not in self._dirty:
+            return
+        target = self._gen.get(ino, 0)
+        self._due[ino] = trio.current_time()
+        self._poke()
+        while ino in self._dirty and self._uploaded_gen.get(ino, -1) < target:
+            await self._changed.wait()
+
+    # ------------------------------------------------------------------ share paths
+    def settled_path(self, ino: int) -> str | None:
+        """The inode's share path if no pending operation affects it, else None. Raises Gone
+        for an unlinked inode."""
+        chain = self.ns.chain(ino)
+        if chain is None:
+            raise Gone(ino)
+        if not self.outbox.path_settled(chain):
+            return None
+        path = self.ns.path(ino)
+        if path is None:
+            raise Gone(ino)
+        return path
+
+    @asynccontextmanager
+    async def share_path(self, ino: int) -> AsyncIterator[str]:
+        """Hold the shared lock with the inode's current share path."""
+        while True:
+            await self.outbox.wait_until(lambda: self.settled_path(ino) is not None)
+            async with self.lock.shared():
+                path = self.settled_path(ino)
+                if path is not None:
+                    yield path
+                    return
+
+    # ------------------------------------------------------------------ tasks
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._worker)
+            nursery.start_soon(self._scheduler, nursery)
+            task_status.started()
+
+    def _backoff(self, attempt: int) -> float:
+        return min(self.max_backoff, 0.5 * 2 ** min(attempt, 10))
+
+    async def _worker(self) -> None:
+        attempt = 0
+        while True:
+            head = self.outbox.head()
+            if head is None:
+                await self.outbox.wait_until(lambda: len(self.outbox) > 0)
+                continue
+            seq, op = head
+            try:
+                async with self.lock.exclusive():
+                    result = await self._apply(op)
+            except RemoteError as exc:
+                if exc.transient:
+                    delay = self._backoff(attempt)
+                    attempt += 1
+                    self.last_error = f"share unreachable: {exc}"
+                    log.warning(
+                        "%s %s failed (%s); retrying in %.1fs (%d operations queued)",
+                        op["op"],
+                        op.get("path") or op.get("src"),
+                        exc,
+                        delay,
+                        len(self.outbox),
+                    )
+                    await trio.sleep(delay)
+                    continue
+                log.error(
+                    "%s %s refused by the share, dropped: %s",
+                    op["op"],
+                    op.get("path") or op.get("src"),
+                    exc,
+                )
+                result = None
+            attempt = 0
+            self.last_error = None
+            self.ns.op_done(seq, op, result)
+            self._notify()
+
+    async def _apply(self, op: dict) -> dict | None:
+        kind = op["op"]
+        r = self.remote
+        if kind == "mkdir":
+            try:
+                e = await r.mkdir(op["path"], metadata=op["meta"])
+            except AlreadyExists:
+                await r.set_properties(op["path"], metadata=op["meta"])
+                e = await r.stat(op["path"])
+            return {"file_id": e.file_id, "etag": e.etag}
+        if kind == "create":
+            # Created as the file is now (size, attributes, mtime), not as it was when queued:
+            # saves a resize and an attribute call for files written before the op applies.
+            rec = self.ns.get(op["ino"])
+            tgen0 = self._tgen.get(op["ino"], 0)
+            size, meta, mtime = 0, op["meta"], op.get("mtime")
+            if rec is not None and rec.kind == FILE:
+                size, meta, mtime = rec.size, rec.metadata(), rec.mtime_ns
+            e = await r.create_file(op["path"], size, metadata=meta, last_write_ns=mtime)
+            if rec is not None and self._tgen.get(op["ino"], 0) == tgen0:
+                self._set_low(op["ino"], None)  # a new file holds no stale content
+            return {"file_id": e.file_id, "etag": e.etag, "size": size}
+        if kind == "symlink":
+            data = op["target"].encode()
+            e = await r.create_file(
+                op["path"], len(data), metadata=op["meta"], last_write_ns=op.get("mtime")
+            )
+            await r.write(op["path"], 0, data)
+            etag = await r.set_properties(op["path"], last_write_ns=op.get("mtime"))
+            if self.ns.get(op["ino"]) is not None:
+                self.cache.set_remote_valid(op["ino"], len(data))
+            return {"file_id": e.file_id, "etag": etag, "size": len(data)}
+        if kind == "unlink":
+            try:
+                await r.delete_file(op["path"])
+            except NotFound:
+                pass
+            return None
+        if kind == "rmdir":
+            try:
+                await r.rmdir(op["path"])
+            except NotFound:
+                pass
+            except NotEmpty:
+                log.error(
+                    "rmdir %s: the share still has entries in it (created elsewhere?); "
+                    "kept on the share",
+                    op["path"],
+                )
+            return None
+        if kind == "rename":
+            try:
+                await r.rename(op["src"], op["dst"], replace=op["replace"])
+            except NotFound:
+                try:
+                    await r.stat(op["dst"])  # replayed after a crash: already done
+                except NotFound:
+                    raise NotFound(f"rename {op['src']} -> {op['dst']}: source missing") from None
+            return None
+        if kind == "setattr":
+            try:
+                etag = await r.set_properties(
+                    op["path"], last_write_ns=op.get("mtime"), metadata=op.get("meta")
+                )
+            except NotFound:
+                return None
+            return {"etag": etag}
+        log.error("unknown queued operation %r dropped", kind)
+        return None
+
+    async def _scheduler(self, nursery: trio.Nursery) -> None:
+        while True:
+            now = trio.current_time()
+            for ino, due in list(self._due.items()):
+                if ino in self._running:
+                    continue
+                if due <= now:
+                    del self._due[ino]
+                    self._running.add(ino)
+                    nursery.start_soon(self._upload_task, ino)
+            pending = [t for i, t in self._due.items() if i not in self._running]
+            deadline = min(pending, default=math.inf)
+            self._wake = trio.Event()
+            with trio.move_on_at(deadline):
+                await self._wake.wait()
+
+    async def _upload_task(self, ino: int) -> None:
+        try:
+            async with self._files_limiter:
+                await self._upload(ino)
+            self._attempts.pop(ino, None)
+            self.last_error = None
+        except Gone:
+            self._low_during.pop(ino, None)
+            self._forget(ino)
+            return
+        except RemoteError as exc:
+            n = self._attempts.get(ino, 0)
+            self._attempts[ino] = n + 1
+            delay = self._backoff(n) if exc.transient else max(60.0, self._backoff(n))
+            self.last_error = f"{'share unreachable' if exc.transient else 'upload refused'}: {exc}"
+            log.warning("upload of inode %d failed (%s); retrying in %.1fs", ino, exc, delay)
+            if ino in self._dirty:
+                self._due[ino] = min(self._due.get(ino, math.inf), trio.current_time() + delay)
+        except Exception:
+            log.exception("upload of inode %d failed unexpectedly; retrying in 60s", ino)
+            if ino in self._dirty:
+                self._due[ino] = trio.current_time() + 60
+        finally:
+            # After a failure the persisted mark (min of old and new truncates) stands.
+            self._low_during.pop(ino, None)
+            self._running.discard(ino)
+            self._notify()
+            self._poke()
+
+    async def _upload(self, ino: int) -> None:
+        meta0 = ino in self._meta
+        self._meta.discard(ino)  # a change from now on is sent by the next upload
+        try:
+            await self._upload_steps(ino, meta0)
+        except BaseException:
+            if meta0 and ino in self._dirty:
+                self._meta.add(ino)  # not sent: the next upload sends it
+            raise
+
+    async def _upload_steps(self, ino: int, meta0: bool) -> None:
+        if ino not in self._dirty:
+            return
+        rec = self.ns.get(ino)
+        if rec is None or rec.parent == 0:
+            raise Gone(ino)
+        if rec.kind != FILE:
+            self._forget(ino)
+            return
+        gen0 = self._gen.get(ino, 0)
+        tgen0 = self._tgen.get(ino, 0)
+        low0 = self._dirty[ino]
+        self._low_during[ino] = None
+        self._uploaded_gen[ino] = -1
+        t0 = time.monotonic()
+        # A listing taken while this upload runs shows a share version we are replacing.
+        self.outbox.touch(ino)
+
+        # 1. Size: first down to the low-water mark (re-extended regions must read as zeros),
+        #    then to the current size. Size and ranges are taken at the same instant.
+        async with self.share_path(ino) as path:
+            rec = self.ns.get(ino)
+            if rec is None:
+                raise Gone(ino)
+            size = rec.size
+            ranges = [(o, min(n, size - o)) for o, n in self.cache.dirty_ranges(ino) if o < size]
+            rsize = rsize0 = rec.remote_size
+            if rsize is None:  # the share lost it (or never had it): start again
+                await self.remote.create_file(path, 0, metadata=rec.metadata())
+                rsize = 0
+            if low0 is not None and low0 < rsize:
+                await self.remote.resize(path, low0)
+                rsize = low0
+            if size != rsize:
+                try:
+                    await self.remote.resize(path, size)
+                except NotFound:
+                    log.warning("%s vanished from the share while dirty here: recreating it", path)
+                    await self.remote.create_file(path, size, metadata=rec.metadata())
+            if size != rsize0:
+                self.ns.update(ino, remote_size=size)
+        # The share now reads as zeros wherever this file has no data here ([low0, size)
+        # minus dirty blocks): the low-water mark is consumed (only truncates since this
+        # upload began still count), and everything below `size` may be fetched again —
+        # which must hold before any block is cleaned, or a clean block above the cache's
+        # remote_valid would read as zeros once evicted.
+        self._set_low(ino, self._low_during.get(ino))
+        if self._tgen.get(ino, 0) == tgen0:
+            self.cache.set_remote_valid(ino, size)
+
+        # 2. Dirty ranges, several in parallel; each range's blocks are cleaned only if no
+        #    write touched them since their snapshot.
+        sent = 0
+        limiter = trio.CapacityLimiter(self.parallel_ranges)
+
+        async def put(off: int, length: int) -> None:
+            nonlocal sent
+            async with limiter:
+                if self._tgen.get(ino, 0) != tgen0:
+                    # Truncated since this upload began: data written after the truncate
+                    # must not be cleaned here, or the next upload's resize down to the new
+                    # low-water mark would destroy it on the share while it is clean (and
+                    # evictable) here. The next upload sends the rest.
+                    return
+                data, token = self.cache.snapshot_range(ino, off, length)
+                async with self.share_path(ino) as p:
+                    await self.remote.write(p, off, bytes(data))
+                self.cache.mark_clean(ino, token)
+                sent += len(data)
+
+        async with trio.open_nursery() as n:
+            for off, length in ranges:
+                for o in range(off, off + length, MAX_PUT):
+                    n.start_soon(put, o, min(MAX_PUT, off + length - o))
+
+        # 3. Properties: Put Range moved the share's last-write time; put ours back.
+        async with self.share_path(ino) as path:
+            rec = self.ns.get(ino)
+            if rec is None:
+                raise Gone(ino)
+            etag = await self.remote.set_properties(
+                path, last_write_ns=rec.mtime_ns, metadata=rec.metadata() if meta0 else None
+            )
+
+        # 4. Bookkeeping: the share now holds [0, size) as snapshotted.
+        truncated_since = self._tgen.get(ino, 0) != tgen0
+        self._low_during.pop(ino, None)
+        if self._gen.get(ino, 0) == gen0 and not self._dirty_blocks(ino):
+            self._forget(ino)  # written by the update below, in the same transaction
+        else:
+            self._due.setdefault(ino, trio.current_time() + self.delay)
+        self.ns.update(ino, etag=etag, remote_size=size)
+        self.outbox.touch(ino)
+        self._uploaded_gen[ino] = gen0
+        self._notify()
+        log.debug(
+            "uploaded inode %d: size %d (share had %s, low %s), %d bytes, ranges %s, %.2fs%s",
+            ino,
+            size,
+            rsize0,
+            low0,
+            sent,
+            ranges[:8],
+            time.monotonic() - t0,
+            ", truncated meanwhile" if truncated_since else "",
+        )
+
+    def _dirty_blocks(self, ino: int) -> bool:
+        try:
+            return self.cache.dirty_bytes(ino) > 0
+        except Exception:  # noqa: BLE001
+            return False
