@@ -35,5 +35,5 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
 echo "setup: installing fsync-fuse$extras into $venv"
-"$venv/bin/python" -m pip install -q -e "$here$extras"
+"$venv/bin/python" -m pip install -q -e "$here$extras" --config-settings editable_mode=compat
 echo "setup: done ($("$venv/bin/python" -c 'import pyfuse3; print("pyfuse3", pyfuse3.__version__)' 2>/dev/null || echo 'pyfuse3 missing'))"
