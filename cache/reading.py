@@ -45,7 +45,19 @@ class Reading:
                 return data
         return await self._read_slow(key, offset, end, size, fetch)
 
-    async def _read_slow(self, key: int, offset: int, end: int, size: int, fetch: Fetch) -> bytes:
+    async def prefetch(
+        self, key: int, offset: int, length: int, *, size: int, fetch: Fetch
+    ) -> None:
+        """What read() does for blocks that are missing, without building a reply: read-ahead
+        throws the bytes away, and copying megabytes into a reply on the one thread costs more
+        than the fetch (py-spy on a cold sequential read)."""
+        end = min(offset + length, size)
+        if offset < end:
+            await self._read_slow(key, offset, end, size, fetch, reply=False)
+
+    async def _read_slow(
+        self, key: int, offset: int, end: int, size: int, fetch: Fetch, *, reply: bool = True
+    ) -> bytes:
         f = self._get(key)
         self._touch(f)  # most recently used: our own fills must not evict each other
         sh = self._shift
@@ -90,7 +102,7 @@ class Reading:
             self._hits += 1
         f.length = size
         self._touch(f)
-        return self._assemble(f, offset, end, got)
+        return self._assemble(f, offset, end, got) if reply else b""
 
     def _assemble(self, f: CachedFile, offset: int, end: int, got: dict[int, memoryview]) -> bytes:
         """Build the reply from present blocks (pread), fetched-but-unstored blocks and zeros."""

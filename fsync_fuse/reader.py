@@ -140,7 +140,7 @@ class Reader:
         with scope:
             async with self._limiter:
                 try:
-                    await self.cache.read(ino, off, length, size=fsize, fetch=self.fetcher(ino))
+                    await self.cache.prefetch(ino, off, length, size=fsize, fetch=self.fetcher(ino))
                 except Exception as exc:  # noqa: BLE001 - read-ahead is best effort
                     log.debug("read-ahead of inode %d at %d failed: %s", ino, off, exc)
         st.scopes.discard(scope)

@@ -81,7 +81,9 @@ class AzureOptions:
     retry_backoff: float = 0.3  # backoff before retry n = retry_backoff + base**n seconds
     retry_backoff_base: float = 1.7
     retry_jitter: float = 0.2  # +/- seconds of random jitter
-    block_size: int = 1024 * 1024  # socket read size when streaming bodies
+    # Socket read size when streaming bodies: a ranged GET of up to one Put Range arrives as one
+    # buffer, filled by the socket in place (smaller reads cost a join, i.e. a copy under the GIL).
+    block_size: int = MAX_RANGE
     trust_env: bool = True  # honour HTTP(S)_PROXY / NO_PROXY
 
 
