@@ -31,7 +31,11 @@ def _transport(pool: int) -> RequestsTransport:
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.trust_env = False  # loopback only: never a proxy
-    return RequestsTransport(session=session, session_owner=True)
+    # azure-core's default socket read is 4 KiB (the storage SDK's own transport uses 256 KiB):
+    # read each 4 MiB body in one piece so this reference is the network limit, not a handicap.
+    return RequestsTransport(
+        session=session, session_owner=True, connection_data_block_size=4 * MiB
+    )
 
 
 @dataclass
