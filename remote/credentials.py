@@ -21,6 +21,7 @@ import binascii
 import errno
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,9 @@ DEV_ACCOUNT = "devstoreaccount1"
 DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 ENV_KEY = "AZURE_STORAGE_KEY"
 ENV_CONNECTION_STRING = "AZURE_STORAGE_CONNECTION_STRING"
+# Share names: 3-63 lowercase letters, digits and single hyphens, starting and ending with a
+# letter or digit (the service answers a bare InvalidResourceName otherwise).
+_SHARE_NAME = re.compile(r"^(?=.{3,63}$)[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9]))*$")
 _SAS_KEYS = {"sv", "ss", "srt", "sp", "se", "st", "spr", "sig", "sr", "si", "sip", "ses"}
 
 
@@ -70,6 +74,15 @@ def _is_path_style(host: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+def check_share_name(share: str) -> None:
+    """Refuse a name the service cannot hold, saying what the rule is."""
+    if not _SHARE_NAME.match(share):
+        raise ConfigError(
+            f"invalid share name {share!r}: share names are 3 to 63 lowercase letters, digits "
+            "and single hyphens, starting and ending with a letter or digit"
+        )
 
 
 def parse_share_url(url: str) -> ShareLocation:
@@ -111,6 +124,7 @@ def parse_share_url(url: str) -> ShareLocation:
             raise ConfigError("malformed share URL: unexpected query (only a SAS is accepted)")
     if not share or not account:
         raise ConfigError("malformed share URL: missing account or share name")
+    check_share_name(share)
     return ShareLocation(account_url, account, share, sas, path_style)
 
 
@@ -212,6 +226,7 @@ def resolve(
             raise ConfigError("a connection string needs a share name")
         cs = parse_connection_string(conn)
         account_url, name = _connection_string_account_url(cs)
+        check_share_name(share)
         loc = ShareLocation(
             account_url, name, share, None, _is_path_style(urlsplit(account_url).hostname or "")
         )

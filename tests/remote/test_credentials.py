@@ -36,8 +36,8 @@ def test_parse_azure_url():
 
 
 def test_parse_azure_url_with_sas():
-    loc = parse_share_url("https://acct.file.core.windows.net/s/?sv=2021-06-08&sp=rl&sig=a%2Bb")
-    assert loc.share == "s" and loc.sas == "sv=2021-06-08&sp=rl&sig=a%2Bb"
+    loc = parse_share_url("https://acct.file.core.windows.net/shr/?sv=2021-06-08&sp=rl&sig=a%2Bb")
+    assert loc.share == "shr" and loc.sas == "sv=2021-06-08&sp=rl&sig=a%2Bb"
     assert "sig" not in loc.share_url
 
 
@@ -46,7 +46,7 @@ def test_parse_emulator_url():
     assert loc.account_name == "devstoreaccount1" and loc.share == "share1"
     assert loc.account_url == "http://127.0.0.1:10000/devstoreaccount1"
     assert loc.path_style
-    assert parse_share_url("http://localhost:1/acc/sh").account_name == "acc"
+    assert parse_share_url("http://localhost:1/acc/shr").account_name == "acc"
 
 
 @pytest.mark.parametrize(
@@ -63,6 +63,17 @@ def test_parse_emulator_url():
 def test_parse_bad_urls(url):
     with pytest.raises(ConfigError):
         parse_share_url(url)
+
+
+@pytest.mark.parametrize("name", ["ux", "Demo", "a--b", "-abc", "abc-", "a_b", "x" * 64])
+def test_invalid_share_names_say_the_rule(name):
+    with pytest.raises(ConfigError, match="3 to 63 lowercase letters"):
+        parse_share_url(f"http://127.0.0.1:10000/devstoreaccount1/{name}")
+
+
+@pytest.mark.parametrize("name", ["abc", "a-b-c", "share01", "x" * 63])
+def test_valid_share_names(name):
+    assert parse_share_url(f"https://acct.file.core.windows.net/{name}").share == name
 
 
 def test_parse_connection_string():
@@ -128,7 +139,7 @@ def test_connection_string_with_sas():
 
 
 def test_dev_key_for_devstoreaccount1():
-    loc, cred = resolve("http://127.0.0.1:1/devstoreaccount1/s", env={})
+    loc, cred = resolve("http://127.0.0.1:1/devstoreaccount1/shr", env={})
     assert cred.kind == "key" and cred.credential["account_key"] == DEV_KEY
 
 
@@ -144,11 +155,11 @@ def test_default_azure_credential_last():
 
 def test_connection_string_alone_with_share():
     cs = conn("devstoreaccount1", DEV_KEY, "http://127.0.0.1:10000/devstoreaccount1")
-    loc, cred = resolve(connection_string=cs, share="s1", env={})
+    loc, cred = resolve(connection_string=cs, share="sh1", env={})
     assert loc.account_url == "http://127.0.0.1:10000/devstoreaccount1"
-    assert loc.share == "s1" and cred.kind == "key"
-    loc, _ = resolve(share="s2", env={"AZURE_STORAGE_CONNECTION_STRING": conn("acct", KEY_A)})
-    assert loc.account_url == "https://acct.file.core.windows.net" and loc.share == "s2"
+    assert loc.share == "sh1" and cred.kind == "key"
+    loc, _ = resolve(share="sh2", env={"AZURE_STORAGE_CONNECTION_STRING": conn("acct", KEY_A)})
+    assert loc.account_url == "https://acct.file.core.windows.net" and loc.share == "sh2"
     with pytest.raises(ConfigError):
         resolve(connection_string=cs, env={})  # no share name
 
