@@ -239,10 +239,14 @@ class Writing:
         assert st is not None
         self._cancel_fills(f)
         clean = [b for b in range(len(st)) if st[b] == CLEAN]
-        f.remote_valid = remote_size
         f.epoch += 1
         if DIRTY not in st:
+            f.remote_valid = remote_size
             f.length = remote_size
+        else:
+            # A conflict: the local version keeps its length, and if it grows, the bytes past
+            # that length are a hole of zeros, never the share's new content.
+            f.remote_valid = min(remote_size, f.length)
         self._meta_dirty.add(f)
         self._drop_clean(f, clean)
         return DIRTY in st

@@ -170,7 +170,8 @@ async def run_ops(directory: str, initial: dict[int, bytes], script) -> None:
                             piece = new[b * BS : (b + 1) * BS]
                             end = min(len(c), (b + 1) * BS)
                             c[b * BS : end] = (piece + bytes(BS))[: end - b * BS]
-                m.rv[k] = size
+                # remote_valid: the share's size, capped at the local length in a conflict.
+                m.rv[k] = size if not conflict else min(size, len(m.content[k]))
             elif name == "upload":
                 _, k, race, partial = op
                 await upload(cache, m, k, race, partial)
