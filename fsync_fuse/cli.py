@@ -16,6 +16,7 @@ import sys
 COMMANDS: list[str] = [
     "fsync_fuse.commands.mount",
     "fsync_fuse.commands.unmount",
+    "fsync_fuse.commands.sync_now",
     "remote.emulator.cli",
 ]
 

@@ -51,6 +51,9 @@ class MountConfig:
     debug: bool = False
     io_timeout: float = 60.0
     exit_drain_timeout: float = 30.0
+    poll_interval: float = 30.0
+    upload_leases: bool = False
+    site_name: str = "site"
     creds: dict = field(default_factory=dict)
 
 

@@ -12,8 +12,10 @@ orphan in the namespace until both drop to zero.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
+import json
 import logging
 import os
 import stat
@@ -38,6 +40,8 @@ XATTR_STATE = b"user.fsync.state"
 XATTR_PENDING = b"user.fsync.pending"
 XATTR_PID = b"user.fsync.pid"
 XATTR_CONTROL = b"user.fsync.control"
+XATTR_SYNC = b"user.fsync.sync"  # set (any value): re-list everything now; returns when done
+XATTR_STATUS = b"user.fsync.status"  # JSON: queue, conflicts, polling counters
 ENOATTR = pyfuse3.ENOATTR
 
 
@@ -110,7 +114,16 @@ class FS(pyfuse3.Operations):
         #: called once, on the first open (kernel settings that INIT would overwrite)
         self.after_init: Callable[[], None] | None = None
         self.nursery: trio.Nursery | None = None
+        #: the running `user.fsync.control=drain` request: drain mode (no quiet delay) lasts
+        #: until the queue is empty, a newer request replaces it, or nobody polled
+        #: `user.fsync.pending` for `drain_grace` seconds (the unmount command gave up)
+        self._drain_scope: trio.CancelScope | None = None
+        self.drain_grace = 30.0
+        #: change detection and close-to-open (poller.py, revalidate.py); optional
+        self.poller = None
+        self.revalidator = None
         lister.referenced = self.referenced
+        lister.in_use = lambda ino: self.opened.get(ino, 0) > 0
         lister.on_merge = self._merged
 
     # ------------------------------------------------------------------ helpers
@@ -159,10 +172,31 @@ class FS(pyfuse3.Operations):
             return
         for name, ino in res.removed:
             pyfuse3.invalidate_entry_async(dir_ino, name.encode(), deleted=ino, ignore_enoent=True)
+        for name, ino in res.renamed:
+            pyfuse3.invalidate_entry_async(dir_ino, name.encode(), ignore_enoent=True)
+            rec = self.ns.get(ino)
+            if rec is not None:
+                pyfuse3.invalidate_entry_async(dir_ino, rec.name.encode(), ignore_enoent=True)
+        for ino in [] if res.first else res.added:
+            # the kernel may hold a negative entry for the new name
+            rec = self.ns.get(ino)
+            if rec is not None:
+                pyfuse3.invalidate_entry_async(dir_ino, rec.name.encode(), ignore_enoent=True)
         for rec in res.changed:
-            if rec.ino in self.lookups and self.nursery is not None:
-                # From a thread: invalidating pages can wait on requests we are serving.
-                self.nursery.start_soon(self._invalidate_inode, rec.ino)
+            self.invalidate_later(rec.ino)
+
+    def conflicted(self, parent: int, name: str) -> None:
+        """A conflict gave `name` in `parent` another meaning: the kernel forgets the name,
+        the listing brings in what the share now holds."""
+        if self.mounted:
+            pyfuse3.invalidate_entry_async(parent, name.encode(), ignore_enoent=True)
+        self.lister.refresh_later(parent)
+
+    def invalidate_later(self, ino: int) -> None:
+        """Drop the kernel's attributes and pages of an inode whose content changed."""
+        if self.mounted and ino in self.lookups and self.nursery is not None:
+            # From a thread: invalidating pages can wait on requests we are serving.
+            self.nursery.start_soon(self._invalidate_inode, ino)
 
     @staticmethod
     async def _invalidate_inode(ino: int) -> None:
@@ -170,6 +204,8 @@ class FS(pyfuse3.Operations):
             await trio.to_thread.run_sync(pyfuse3.invalidate_inode, ino, False)
         except OSError:
             pass
+        except Exception:  # a background task never takes the mount down
+            log.exception("invalidating inode %d in the kernel failed", ino)
 
     def _sync_remote_valid(self, rec: Inode) -> None:
         """Tell the cache how much of a clean file the share holds. Done lazily (on open,
@@ -199,6 +235,8 @@ class FS(pyfuse3.Operations):
         text = self._name(name)
         if names.why_invalid(text):
             raise pyfuse3.FUSEError(errno.ENOENT)
+        if self.poller is not None:
+            self.poller.used(parent_inode)
         await self.lister.ensure(parent_inode, refresh_stale=False)
         rec = self.ns.lookup(parent_inode, text)
         if rec is None:
@@ -245,13 +283,23 @@ class FS(pyfuse3.Operations):
             queue=not is_file,  # a file's upload carries its attributes
         )
         if fields.update_size:
-            # the new size is durable first: the cache's contract (see cache/INVARIANTS.md)
-            self.ns.flush()
-            self.cache.truncate(inode, attr.st_size)
-            self.wb.mark_dirty(inode, truncated_to=attr.st_size)
+            self._truncated(inode, attr.st_size)
         if is_file and (owner_or_mode or fields.update_mtime):
             self.wb.mark_dirty(inode, meta=bool(owner_or_mode))
         return self._attrs(rec)
+
+    def _truncate(self, inode: int, size: int) -> Inode:
+        rec = self.ns.setattr(inode, size=size, queue=False)
+        self._truncated(inode, size)
+        return rec
+
+    def _truncated(self, inode: int, size: int) -> None:
+        # The low-water mark and the new size are durable (mark_dirty flushes them in one
+        # transaction) before the cache drops any data: a crash in between must not leave
+        # the share's old bytes above `size` looking current (cache/INVARIANTS.md).
+        self.wb.mark_dirty(inode, truncated_to=size)
+        self.ns.flush()
+        self.cache.truncate(inode, size)
 
     # ------------------------------------------------------------------ creating
     async def _new(self, parent, name, kind, mode, ctx, target=None) -> Inode:
@@ -355,7 +403,23 @@ class FS(pyfuse3.Operations):
         if rec.is_dir:
             raise pyfuse3.FUSEError(errno.EISDIR)
         writable = (flags & os.O_ACCMODE) != os.O_RDONLY
+        if self.poller is not None:
+            self.poller.used(rec.parent)
+        if (
+            self.revalidator is not None
+            and not self.opened.get(inode)  # open elsewhere: its readers keep their version
+            and await self.revalidator.check(inode) is not None
+        ):
+            rec = self.ns.must(inode)  # a newer version on the share: pages are not kept
+            if self.mounted:
+                # and the size the kernel got at lookup is stale (attributes only: takes no
+                # lock the kernel holds while it waits for this open)
+                with contextlib.suppress(OSError):
+                    await trio.to_thread.run_sync(pyfuse3.invalidate_inode, inode, True)
         self._sync_remote_valid(rec)
+        if flags & os.O_TRUNC and writable and rec.kind == FILE and rec.size:
+            # libfuse turns on atomic_o_trunc: the kernel sends O_TRUNC here, no setattr
+            rec = self._truncate(inode, 0)
         fh = self._open_handle(inode, writable)
         # Keep the kernel's page cache only if the share's content did not change since the
         # kernel last cached this file.
@@ -420,6 +484,8 @@ class FS(pyfuse3.Operations):
     # ------------------------------------------------------------------ directories
     @_errors
     async def opendir(self, inode, ctx):
+        if self.poller is not None:
+            self.poller.used(inode)
         await self.lister.ensure(inode, refresh_stale=True)
         return inode
 
@@ -471,6 +537,18 @@ class FS(pyfuse3.Operations):
         return self._usage[1]
 
     # ------------------------------------------------------------------ status as xattrs
+    def status(self) -> dict:
+        st = self.wb.status()
+        out = {"files": st.files, "bytes": st.bytes, "ops": st.ops, "error": st.error}
+        out["conflicts"] = self.wb.conflict_count
+        if self.poller is not None:
+            out["poll"] = dict(self.poller.stats)
+        if self.revalidator is not None:
+            out["revalidate"] = dict(self.revalidator.stats)
+        if self.wb.leases is not None:
+            out["leases"] = dict(self.wb.leases.stats)
+        return out
+
     def state(self, rec: Inode) -> str:
         st = self.cache.state(rec.ino, rec.size)
         if self.wb.is_dirty(rec.ino) or st.dirty:
@@ -486,9 +564,13 @@ class FS(pyfuse3.Operations):
     @_errors
     async def getxattr(self, inode, name, ctx):
         if inode == ROOT and name == XATTR_PENDING:
+            if self._drain_scope is not None:  # someone still waits for the drain
+                self._drain_scope.deadline = trio.current_time() + self.drain_grace
             return self.wb.status().as_json()
         if inode == ROOT and name == XATTR_PID:
             return str(os.getpid()).encode()
+        if inode == ROOT and name == XATTR_STATUS:
+            return json.dumps(self.status()).encode()
         if name == XATTR_STATE:
             rec = self.ns.must(inode)
             if rec.is_dir:
@@ -500,12 +582,17 @@ class FS(pyfuse3.Operations):
     @_errors
     async def listxattr(self, inode, ctx):
         if inode == ROOT:
-            return [XATTR_PENDING, XATTR_PID]
+            return [XATTR_PENDING, XATTR_PID, XATTR_STATUS]
         rec = self.ns.must(inode)
         return [] if rec.is_dir else [XATTR_STATE]
 
     @_errors
     async def setxattr(self, inode, name, value, ctx):
+        if inode == ROOT and name == XATTR_SYNC:
+            if self.poller is None:
+                raise pyfuse3.FUSEError(errno.ENOTSUP)
+            await self.poller.full_pass()
+            return
         if inode == ROOT and name == XATTR_CONTROL:
             cmd = value.decode(errors="replace").strip()
             if cmd == "lazy":
@@ -521,10 +608,27 @@ class FS(pyfuse3.Operations):
                         st.files,
                         st.bytes,
                     )
-                self.nursery.start_soon(self.wb.drain)
+                if self._drain_scope is not None:
+                    self._drain_scope.cancel()  # replaced by this request
+                scope = self._drain_scope = trio.CancelScope(
+                    deadline=trio.current_time() + self.drain_grace
+                )
+                self.nursery.start_soon(self._drain_request, scope)
                 return
             raise pyfuse3.FUSEError(errno.EINVAL)
         raise pyfuse3.FUSEError(errno.ENOTSUP)
+
+    async def _drain_request(self, scope: trio.CancelScope) -> None:
+        """Owned by the mount's nursery; ends (and with it drain mode) when drained, replaced
+        or no longer polled."""
+        try:
+            with scope:
+                await self.wb.drain()
+            if scope.cancelled_caught:
+                log.info("drain request ended before the queue was empty")
+        finally:
+            if self._drain_scope is scope:
+                self._drain_scope = None
 
     @_errors
     async def removexattr(self, inode, name, ctx):

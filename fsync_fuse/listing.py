@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 import trio
 
+from fsync_fuse.groups import single_error
 from fsync_fuse.namespace import FsError, MergeResult, Namespace
 from remote.base import NotFound, Remote, RemoteEntry, RemoteError
 
@@ -55,6 +56,8 @@ class Lister:
         self.io_timeout = io_timeout
         self.referenced = referenced
         self.on_merge = on_merge
+        #: files open here: their content is not replaced under their readers (fs.py sets it)
+        self.in_use: Callable[[int], bool] = lambda ino: False
         self._stat_limiter = trio.CapacityLimiter(stat_parallel)
         self._bg_limiter = trio.CapacityLimiter(4)
         self._rounds: dict[int, _Round] = {}
@@ -100,6 +103,8 @@ class Lister:
                     await self.refresh(ino)
                 except (RemoteError, FsError) as exc:
                     log.debug("background listing of inode %d failed: %s", ino, exc)
+                except Exception:  # a background task never takes the mount down
+                    log.exception("background listing of inode %d failed unexpectedly", ino)
 
         self._nursery.start_soon(quietly)
 
@@ -151,7 +156,7 @@ class Lister:
                 def busy(i: int, v0: int = v0) -> bool:
                     return self.wb.busy(i) or outbox.touched_since(i, v0)
 
-                res = self.ns.merge_listing(ino, entries, metas, busy, self.referenced)
+                res = self.ns.merge_listing(ino, entries, metas, busy, self.referenced, self.in_use)
             self._apply(res)
             if self.on_merge is not None:
                 self.on_merge(ino, res)
@@ -178,9 +183,10 @@ class Lister:
                 except NotFound:
                     pass
 
-        async with trio.open_nursery() as nursery:
-            for e in entries:
-                nursery.start_soon(one, e)
+        with single_error():  # a failed stat arrives as itself, not as an ExceptionGroup
+            async with trio.open_nursery() as nursery:
+                for e in entries:
+                    nursery.start_soon(one, e)
         return out
 
     def _apply(self, res: MergeResult) -> None:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import logging
+import math
 import os
 import signal
 from collections.abc import Callable
@@ -22,10 +24,14 @@ import trio
 
 from cache import BlockCache, CacheMismatch
 from fsync_fuse.config import MountConfig
+from fsync_fuse.conflicts import Conflicts
 from fsync_fuse.fs import FS
+from fsync_fuse.leases import Leases
 from fsync_fuse.listing import Lister
 from fsync_fuse.namespace import ROOT, Namespace
+from fsync_fuse.poller import Poller
 from fsync_fuse.reader import Reader
+from fsync_fuse.revalidate import Revalidator
 from fsync_fuse.writeback import WriteBack
 from remote.base import RemoteError
 
@@ -179,6 +185,13 @@ async def _serve(cfg: MountConfig, remote, ready: Callable[[str | None], None]) 
             fsync_remote=cfg.fsync_remote,
             io_timeout=cfg.io_timeout,
         )
+        wb.conflicts = Conflicts(ns, remote, cache, site=cfg.site_name)
+        wb.conflicts.on_change = ops.conflicted
+        if cfg.upload_leases:
+            wb.leases = Leases(cache.env, remote)
+        poller = Poller(ns, lister, interval=cfg.poll_interval)
+        ops.poller = poller
+        ops.revalidator = Revalidator(ns, remote, cache, wb, ttl=cfg.attr_timeout)
         try:
             pyfuse3.init(ops, cfg.mountpoint, fuse_options(cfg))
         except RuntimeError as exc:
@@ -191,12 +204,14 @@ async def _serve(cfg: MountConfig, remote, ready: Callable[[str | None], None]) 
         try:
             async with trio.open_nursery() as nursery:
                 ops.nursery = nursery
-                await nursery.start(cache.run)
+                # the cache's periodic commit goes through _flush_loop (namespace first)
+                await nursery.start(functools.partial(cache.run, commit_interval=math.inf))
                 await nursery.start(wb.run)
                 await nursery.start(lister.run)
                 await nursery.start(reader.run)
+                await nursery.start(poller.run)
                 nursery.start_soon(_on_signals, wb, ops)
-                nursery.start_soon(_flush_loop, ns)
+                nursery.start_soon(_flush_loop, ns, cache)
                 ops.after_init = lambda: tune_readahead(cfg.mountpoint, 1 << 20)
                 log.info(
                     "mounted %s on %s (cache %s, %d MiB)",
@@ -231,11 +246,24 @@ async def _serve(cfg: MountConfig, remote, ready: Callable[[str | None], None]) 
         cache.close()
 
 
-async def _flush_loop(ns: Namespace, interval: float = 2.0) -> None:
-    """Sizes and mtimes of files being written reach LMDB at least this often."""
+async def _flush_loop(
+    ns: Namespace, cache, interval: float = 2.0, commit_interval: float = 5.0
+) -> None:
+    """Sizes and mtimes of files being written reach LMDB at least this often, and the
+    cache's periodic commit comes right after such a flush: a committed dirty block never
+    lies beyond the committed size (else after a crash it would be above EOF, never
+    uploaded, and the file re-queued forever). Start-up truncates whatever still does
+    (`WriteBack.requeue_all`). A failure is logged: it must not take the mount down."""
+    last_commit = trio.current_time()
     while True:
         await trio.sleep(interval)
-        ns.flush()
+        try:
+            ns.flush()
+            if trio.current_time() - last_commit >= commit_interval:
+                last_commit = trio.current_time()
+                await cache.commit_async()
+        except Exception:  # noqa: BLE001
+            log.exception("periodic flush/commit failed; retrying")
 
 
 async def _drain(wb: WriteBack, timeout: float) -> None:

@@ -69,6 +69,8 @@ class MergeResult:
     changed: list[Inode] = field(default_factory=list)  # content changed on the share
     removed: list[tuple[str, int]] = field(default_factory=list)  # (name, ino)
     purged: list[int] = field(default_factory=list)  # inodes gone for good (drop their cache)
+    renamed: list[tuple[str, int]] = field(default_factory=list)  # (old name, ino) moved here
+    first: bool = False  # the directory's first listing (the kernel cannot know any name yet)
 
 
 class Namespace:
@@ -599,11 +601,13 @@ class Namespace:
             ino = op.get("ino")
             rec = self.get(ino, tx.txn) if ino else None
             if rec is not None and op["op"] in ("create", "mkdir", "symlink"):
-                rec.remote_size = (result or {}).get("size", 0)
-                if result:
+                # No result: the op was dropped, nothing is on the share; remote_size stays
+                # None so the uploader (or a later listing) never takes it as present.
+                if result is not None:
+                    rec.remote_size = result.get("size", 0)
                     rec.file_id = result.get("file_id") or rec.file_id
                     rec.etag = result.get("etag") or rec.etag
-                self._put(tx, rec)
+                    self._put(tx, rec)
             elif rec is not None and result and result.get("etag"):
                 rec.etag = result["etag"]
                 self._put(tx, rec)
@@ -660,13 +664,15 @@ class Namespace:
         metas: dict[str, object],
         busy: Callable[[int], bool],
         referenced: Callable[[int], bool],
+        in_use: Callable[[int], bool] = lambda ino: False,
     ) -> MergeResult:
         """Make a directory's children match a fresh share listing.
 
         `entries` are RemoteEntry objects; `metas` maps a name to its RemoteEntry from `stat`
         (with metadata) for entries that are new or whose ETag changed. Entries that are
         `busy` (dirty content or pending operations) keep their local state: the queue will
-        bring the share in line with them.
+        bring the share in line with them. Files `in_use` (open) whose content changed keep
+        the version their readers see; a listing after the last close takes the new one.
         """
         res = MergeResult()
         now = self.clock()
@@ -674,6 +680,7 @@ class Namespace:
             drec = self.get(dir_ino, tx.txn)
             if drec is None or not drec.is_dir:
                 return res
+            res.first = not drec.listed_ns
             local: dict[str, tuple[int, str]] = {}
             prefix = _k(dir_ino)
             cur = tx.txn.cursor(db=self.db_order)
@@ -683,6 +690,15 @@ class Namespace:
                         break
                     nm = val[8:].decode()
                     local[names.fold(nm)] = (_n(val[:8]), nm)
+            listed = {names.fold(e.name) for e in entries}
+            # Renamed on the share within this directory: same FileId, new name. The inode
+            # (and its cached content) moves instead of being deleted and listed anew.
+            gone_ids: dict[str, tuple[str, int, str]] = {}
+            for folded, (ino, nm) in local.items():
+                if folded not in listed:
+                    r = self.get(ino, tx.txn)
+                    if r is not None and r.file_id and r.remote_size is not None:
+                        gone_ids[r.file_id] = (folded, ino, nm)
             seen: set[str] = set()
             for e in entries:
                 folded = names.fold(e.name)
@@ -691,6 +707,21 @@ class Namespace:
                 seen.add(folded)
                 meta = metas.get(e.name)
                 have = local.get(folded)
+                moved = gone_ids.pop(e.file_id, None) if have is None and e.file_id else None
+                if moved is not None and not (
+                    busy(moved[1]) or self._busy_below(tx.txn, self.must(moved[1], tx.txn), busy)
+                ):
+                    old_folded, ino, old_name = moved
+                    rec = self.must(ino, tx.txn)
+                    if rec.is_dir == e.is_dir:
+                        self._del_dentry(tx, dir_ino, old_name)
+                        self._add_dentry(tx, dir_ino, e.name, ino)
+                        rec.name = e.name
+                        local.pop(old_folded, None)
+                        local[folded] = (ino, e.name)
+                        have = (ino, e.name)
+                        res.renamed.append((old_name, ino))
+                        self._put(tx, rec)
                 rec = self.get(have[0], tx.txn) if have else None
                 if rec is not None and (rec.is_dir != e.is_dir):
                     if busy(rec.ino) or self._busy_below(tx.txn, rec, busy):
@@ -725,6 +756,8 @@ class Namespace:
                         or (e.file_id and e.file_id != rec.file_id)
                     )
                 )
+                if content_changed and in_use(rec.ino):
+                    continue
                 if e.etag != rec.etag or not rec.meta_known or meta is not None:
                     self._fill(rec, e, meta)
                     if content_changed:
@@ -748,6 +781,62 @@ class Namespace:
             drec.listed_ns = now
             self._put(tx, drec)
         return res
+
+    def refresh_entry(self, ino: int, entry, busy: Callable[[int], bool]) -> Inode | None:
+        """Take a fresh `stat` of one entry (close-to-open). Returns the record when the
+        share's content changed under us (its cver is bumped), else None. Busy entries keep
+        their local state."""
+        with self._write() as tx:
+            rec = self.get(ino, tx.txn)
+            if rec is None or rec.is_dir or busy(ino) or entry.is_dir:
+                return None
+            changed = entry.etag != rec.etag and (
+                entry.size != rec.remote_size
+                or entry.last_write_ns != rec.mtime_ns
+                or (entry.file_id and entry.file_id != rec.file_id)
+            )
+            if entry.etag == rec.etag:
+                return None
+            self._fill(rec, entry, entry if entry.metadata is not None else None)
+            if changed:
+                rec.cver += 1
+            self._put(tx, rec)
+        return rec if changed else None
+
+    def detach(self, ino: int, new_name: str, **fields) -> tuple[int, str] | None:
+        """Give an inode a new name in its directory without queueing anything (a conflict
+        copy the uploader already made on the share). Returns (parent, old name)."""
+        with self._write() as tx:
+            rec = self.get(ino, tx.txn)
+            if rec is None or rec.parent == 0:
+                return None
+            old = rec.name
+            self._del_dentry(tx, rec.parent, old)
+            self._add_dentry(tx, rec.parent, new_name, ino)
+            rec.name = new_name
+            for k, v in fields.items():
+                setattr(rec, k, v)
+            self._put(tx, rec)
+            return rec.parent, old
+
+    def dirs_after(self, after: int, scan: int) -> tuple[list[int], int]:
+        """Listed directories with inode numbers above `after`, reading at most `scan`
+        records: (directories, where to go on; 0 when the table ended). The poller's sweep."""
+        out: list[int] = []
+        last = 0
+        with self.env.begin() as txn:
+            cur = txn.cursor(db=self.db_inodes)
+            if not cur.set_range(_k(after + 1)):
+                return out, 0
+            for n, (key, raw) in enumerate(cur):
+                if n >= scan:
+                    return out, last
+                last = _n(key)
+                if b'"k":"d"' in raw:
+                    rec = Inode.decode(last, raw)
+                    if rec.listed_ns and rec.parent != 0:
+                        out.append(last)
+        return out, 0
 
     def _fill(self, rec: Inode, e, meta) -> None:
         """Take size, times, identity and (when stat'ed) metadata from the share."""

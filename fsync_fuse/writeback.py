@@ -29,12 +29,28 @@ from dataclasses import dataclass
 import trio
 
 from fsync_fuse.attrs import FILE
+from fsync_fuse.deadlines import Deadlines
+from fsync_fuse.groups import single_error
 from fsync_fuse.namespace import Namespace
-from remote.base import AlreadyExists, NotEmpty, NotFound, Remote, RemoteError
+from remote.base import (
+    AlreadyExists,
+    InvalidName,
+    LeaseConflict,
+    NotEmpty,
+    NotFound,
+    Remote,
+    RemoteError,
+)
 
 log = logging.getLogger(__name__)
 
 MAX_PUT = 4 * 1024 * 1024
+#: backoff cap for refusals that may end (expired SAS, permissions, quota, a missing parent)
+MAX_REFUSED_BACKOFF = 300.0
+
+
+class SourceMissing(NotFound):
+    """A queued rename whose source and destination are both missing on the share."""
 
 
 class RWLock:
@@ -81,6 +97,10 @@ class Gone(Exception):
     """The inode was unlinked: there is nothing left to upload."""
 
 
+class Restart(Exception):
+    """A conflict was resolved (conflicts.py): upload the file again from the start."""
+
+
 @dataclass
 class Status:
     files: int
@@ -123,14 +143,29 @@ class WriteBack:
         # the next upload must resize down to once this one succeeded
         self._low_during: dict[int, int | None] = {}
         self._uploaded_gen: dict[int, int] = {}  # gen an upload of this inode started from
-        self._due: dict[int, float] = {}  # ino -> trio.current_time() deadline
+        # ino -> trio.current_time() deadline; setting an earlier one than the scheduler
+        # sleeps until wakes it, a later one (every write) costs O(1) and wakes nobody
+        self._due = Deadlines(self._poke)
         self._attempts: dict[int, int] = {}
         self._running: set[int] = set()
         self._files_limiter = trio.CapacityLimiter(parallel_files)
         self._wake = trio.Event()
         self._changed = trio.Event()
         self._drains = 0
-        self.last_error: str | None = None
+        self.scheduler_rounds = 0  # wake-ups of the upload scheduler (tests, status)
+        self.last_error: str | None = None  # the uploads' latest failure (None after a success)
+        self.op_error: str | None = None  # why the head of the outbox is not applied
+        #: multi-site conflict check before each upload (conflicts.Conflicts), optional
+        self.conflicts = None
+        #: upload leases (leases.Leases), optional: an upload then holds the shared lock
+        #: for its whole duration, with the file leased after the conflict check
+        self.leases = None
+        self._held: dict[int, str] = {}  # ino -> share path of a whole-upload section
+        #: uploads that began changing the share and did not finish (persisted in `dirty`):
+        #: the share's ETag moved because of *us*, so the next conflict check must not count
+        #: a change of the same file (same FileId) as another site's
+        self._inflight: set[int] = set()
+        self._lease: dict[int, str] = {}  # ino -> lease id held by its upload
         with ns.env.begin(db=self.db) as txn:
             for key, raw in txn.cursor():
                 rec = json.loads(raw)
@@ -138,6 +173,8 @@ class WriteBack:
                 self._dirty[ino] = rec.get("low")
                 if rec.get("meta"):
                     self._meta.add(ino)
+                if rec.get("inflight"):
+                    self._inflight.add(ino)
 
     # ------------------------------------------------------------------ bookkeeping
     def _notify(self) -> None:
@@ -158,12 +195,15 @@ class WriteBack:
         """Record the inode's entry of the dirty set: with the namespace's write-behind
         records (durable at the next commit point, like the data it describes), or at once."""
         rec = {"low": low, "meta": ino in self._meta}
+        if ino in self._inflight:
+            rec["inflight"] = True
         self.ns.deferred[(self.db, ino.to_bytes(8, "big"))] = json.dumps(rec).encode()
         if now:
             self.ns.flush()
 
     def _forget(self, ino: int) -> None:
         self._dirty.pop(ino, None)
+        self._inflight.discard(ino)
         self._meta.discard(ino)
         self._due.pop(ino, None)
         self._gen.pop(ino, None)
@@ -198,8 +238,7 @@ class WriteBack:
         self._gen[ino] = self._gen.get(ino, 0) + 1
         self._due[ino] = trio.current_time() + (
             0.0 if self.draining or self._pressure() else self.delay
-        )
-        self._poke()
+        )  # wakes the scheduler only if this is now the earliest deadline
 
     def _set_low(self, ino: int, low: int | None) -> None:
         if ino in self._dirty and self._dirty[ino] != low:
@@ -218,7 +257,20 @@ class WriteBack:
         self._forget(ino)
 
     def requeue_all(self) -> None:
-        """At start: everything dirty (ours or the cache's) goes out as soon as it can."""
+        """At start: everything dirty (ours or the cache's) goes out as soon as it can.
+
+        The cache may hold dirty blocks beyond the file's recorded size (a crash after the
+        cache committed a write but before the namespace recorded the size it grew to):
+        those lie above EOF, would never be uploaded nor cleaned, and the file would be
+        re-queued forever. They are cut off here (cache/API.md: the owner truncates every
+        dirty key to its committed size at start)."""
+        for ino in self.cache.dirty_keys():
+            rec = self.ns.get(ino)
+            if rec is None or rec.kind != FILE:
+                continue
+            if any(o + n > rec.size for o, n in self.cache.dirty_ranges(ino)):
+                log.info("inode %d: dropping cached writes beyond its size %d", ino, rec.size)
+                self.cache.truncate(ino, rec.size)
         for ino in set(self._dirty) | set(self.cache.dirty_keys()):
             if ino not in self._dirty:
                 self._dirty[ino] = None
@@ -232,7 +284,7 @@ class WriteBack:
                 nbytes += self.cache.dirty_bytes(ino)
             except Exception:  # noqa: BLE001 - a key the cache dropped counts as 0
                 pass
-        return Status(len(self._dirty), nbytes, len(self.outbox), self.last_error)
+        return Status(len(self._dirty), nbytes, len(self.outbox), self.op_error or self.last_error)
 
     # ------------------------------------------------------------------ waiting
     async def wait_idle(self) -> None:
@@ -250,6 +302,10 @@ class WriteBack:
             await self.wait_idle()
         finally:
             self._drains -= 1
+
+    @property
+    def conflict_count(self) -> int:
+        return self.conflicts.count if self.conflicts is not None else 0
 
     @property
     def draining(self) -> bool:
@@ -284,6 +340,10 @@ class WriteBack:
     @asynccontextmanager
     async def share_path(self, ino: int) -> AsyncIterator[str]:
         """Hold the shared lock with the inode's current share path."""
+        held = self._held.get(ino)
+        if held is not None:  # inside a leased upload, which holds the lock throughout
+            yield held
+            return
         while True:
             await self.outbox.wait_until(lambda: self.settled_path(ino) is not None)
             async with self.lock.shared():
@@ -294,6 +354,12 @@ class WriteBack:
 
     # ------------------------------------------------------------------ tasks
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        if self.leases is not None:
+            try:
+                with trio.move_on_after(30):
+                    await self.leases.break_leftovers()
+            except Exception:  # noqa: BLE001 - retried at the next start; never fatal
+                log.exception("breaking leftover upload leases failed")
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._worker)
             nursery.start_soon(self._scheduler, nursery)
@@ -310,42 +376,73 @@ class WriteBack:
                 await self.outbox.wait_until(lambda: len(self.outbox) > 0)
                 continue
             seq, op = head
+            where = op.get("path") or op.get("src")
             try:
                 async with self.lock.exclusive():
                     result = await self._apply(op)
-            except RemoteError as exc:
-                if exc.transient:
-                    delay = self._backoff(attempt)
-                    attempt += 1
-                    self.last_error = f"share unreachable: {exc}"
-                    log.warning(
-                        "%s %s failed (%s); retrying in %.1fs (%d operations queued)",
-                        op["op"],
-                        op.get("path") or op.get("src"),
-                        exc,
-                        delay,
-                        len(self.outbox),
-                    )
-                    await trio.sleep(delay)
-                    continue
-                log.error(
-                    "%s %s refused by the share, dropped: %s",
-                    op["op"],
-                    op.get("path") or op.get("src"),
-                    exc,
-                )
+            except (InvalidName, SourceMissing) as exc:
+                # can never succeed: the share cannot hold the name, or the file to rename
+                # is gone (both names missing). Dropped; a create/mkdir stays "not on the
+                # share" (op_done gets no result), so its upload creates it later.
+                log.error("%s %s can never succeed on the share, dropped: %s", op["op"], where, exc)
                 result = None
+            except Exception as exc:  # noqa: BLE001 - every other failure is retried
+                # Transient failures and another site's lease end soon: short backoff. Any
+                # other refusal (expired SAS, permission, quota...) may end too (credentials
+                # renewed, quota raised): long backoff, blocking the queue, shown in status.
+                # Dropping it would break the ordering every later operation relies on.
+                quick = isinstance(exc, RemoteError) and (
+                    exc.transient or isinstance(exc, LeaseConflict)
+                )
+                delay = (
+                    self._backoff(attempt)
+                    if quick
+                    else min(MAX_REFUSED_BACKOFF, 5.0 * 2 ** min(attempt, 10))
+                )
+                attempt += 1
+                what = "share unreachable" if quick else "refused by the share"
+                error = f"{op['op']} {where}: {what}: {exc}"
+                if error != self.op_error:
+                    if isinstance(exc, RemoteError):
+                        log.warning("%s; retrying (%d operations queued)", error, len(self.outbox))
+                    else:
+                        log.exception("%s; retrying", error)
+                else:
+                    log.debug("%s; retrying in %.1fs", error, delay)
+                self.op_error = error
+                self._notify()
+                await trio.sleep(delay)
+                continue
             attempt = 0
-            self.last_error = None
+            self.op_error = None
             self.ns.op_done(seq, op, result)
             self._notify()
+
+    async def _with_parents(self, path: str, call):
+        """Run `call()`; if the share lacks the parent directory (deleted elsewhere, or never
+        created), create the missing directories (`mkdir -p`) and run it once more."""
+        try:
+            return await call()
+        except NotFound:
+            parts = path.split("/")[:-1]
+            if not parts:
+                raise
+        for i in range(1, len(parts) + 1):
+            try:
+                await self.remote.mkdir("/".join(parts[:i]))
+            except AlreadyExists:
+                pass
+        log.warning("%s: parent directory was missing on the share; created it", path)
+        return await call()
 
     async def _apply(self, op: dict) -> dict | None:
         kind = op["op"]
         r = self.remote
         if kind == "mkdir":
             try:
-                e = await r.mkdir(op["path"], metadata=op["meta"])
+                e = await self._with_parents(
+                    op["path"], lambda: r.mkdir(op["path"], metadata=op["meta"])
+                )
             except AlreadyExists:
                 await r.set_properties(op["path"], metadata=op["meta"])
                 e = await r.stat(op["path"])
@@ -358,14 +455,20 @@ class WriteBack:
             size, meta, mtime = 0, op["meta"], op.get("mtime")
             if rec is not None and rec.kind == FILE:
                 size, meta, mtime = rec.size, rec.metadata(), rec.mtime_ns
-            e = await r.create_file(op["path"], size, metadata=meta, last_write_ns=mtime)
+            e = await self._with_parents(
+                op["path"],
+                lambda: r.create_file(op["path"], size, metadata=meta, last_write_ns=mtime),
+            )
             if rec is not None and self._tgen.get(op["ino"], 0) == tgen0:
                 self._set_low(op["ino"], None)  # a new file holds no stale content
             return {"file_id": e.file_id, "etag": e.etag, "size": size}
         if kind == "symlink":
             data = op["target"].encode()
-            e = await r.create_file(
-                op["path"], len(data), metadata=op["meta"], last_write_ns=op.get("mtime")
+            e = await self._with_parents(
+                op["path"],
+                lambda: r.create_file(
+                    op["path"], len(data), metadata=op["meta"], last_write_ns=op.get("mtime")
+                ),
             )
             await r.write(op["path"], 0, data)
             etag = await r.set_properties(op["path"], last_write_ns=op.get("mtime"))
@@ -397,8 +500,10 @@ class WriteBack:
                 try:
                     await r.stat(op["dst"])  # replayed after a crash: already done
                 except NotFound:
-                    raise NotFound(f"rename {op['src']} -> {op['dst']}: source missing") from None
-            return None
+                    raise SourceMissing(
+                        f"rename {op['src']} -> {op['dst']}: source missing"
+                    ) from None
+            return await self._etag_after_rename(op)
         if kind == "setattr":
             try:
                 etag = await r.set_properties(
@@ -410,19 +515,29 @@ class WriteBack:
         log.error("unknown queued operation %r dropped", kind)
         return None
 
+    async def _etag_after_rename(self, op: dict) -> dict | None:
+        """A rename gives the file a new ETag on the share: record it as the version our
+        local state is based on, or the next upload's conflict check would see a change.
+        Only when it still is our version (same FileId and size), else the check must fire."""
+        rec = self.ns.get(op["ino"])
+        if rec is None or rec.kind != FILE or rec.etag is None or self.conflicts is None:
+            return None
+        try:
+            e = await self.remote.stat(op["dst"])
+        except NotFound:
+            return None
+        if e.file_id == rec.file_id and e.size == rec.remote_size:
+            return {"etag": e.etag}
+        return None
+
     async def _scheduler(self, nursery: trio.Nursery) -> None:
         while True:
-            now = trio.current_time()
-            for ino, due in list(self._due.items()):
-                if ino in self._running:
-                    continue
-                if due <= now:
-                    del self._due[ino]
-                    self._running.add(ino)
-                    nursery.start_soon(self._upload_task, ino)
-            pending = [t for i, t in self._due.items() if i not in self._running]
-            deadline = min(pending, default=math.inf)
+            self.scheduler_rounds += 1
+            for ino in self._due.take_due(trio.current_time(), self._running):
+                self._running.add(ino)
+                nursery.start_soon(self._upload_task, ino)
             self._wake = trio.Event()
+            deadline = self._due.waiting_until = self._due.next_deadline()
             with trio.move_on_at(deadline):
                 await self._wake.wait()
 
@@ -436,22 +551,33 @@ class WriteBack:
             self._low_during.pop(ino, None)
             self._forget(ino)
             return
+        except Restart:
+            self.outbox.touch(ino)
+            if ino in self._dirty:
+                self._due[ino] = trio.current_time()
         except RemoteError as exc:
             n = self._attempts.get(ino, 0)
             self._attempts[ino] = n + 1
-            delay = self._backoff(n) if exc.transient else max(60.0, self._backoff(n))
+            quick = exc.transient or isinstance(exc, LeaseConflict)  # another site's upload
+            delay = (
+                self._backoff(n)
+                if quick
+                else max(60.0, min(MAX_REFUSED_BACKOFF, 5.0 * 2 ** min(n, 10)))
+            )
             self.last_error = f"{'share unreachable' if exc.transient else 'upload refused'}: {exc}"
             log.warning("upload of inode %d failed (%s); retrying in %.1fs", ino, exc, delay)
             if ino in self._dirty:
                 self._due[ino] = min(self._due.get(ino, math.inf), trio.current_time() + delay)
-        except Exception:
+        except Exception as exc:
             log.exception("upload of inode %d failed unexpectedly; retrying in 60s", ino)
+            self.last_error = f"upload failed: {exc!r}"
             if ino in self._dirty:
                 self._due[ino] = trio.current_time() + 60
         finally:
             # After a failure the persisted mark (min of old and new truncates) stands.
             self._low_during.pop(ino, None)
             self._running.discard(ino)
+            self._due.unpark(ino)  # due again while it ran: back on the heap
             self._notify()
             self._poke()
 
@@ -459,7 +585,18 @@ class WriteBack:
         meta0 = ino in self._meta
         self._meta.discard(ino)  # a change from now on is sent by the next upload
         try:
-            await self._upload_steps(ino, meta0)
+            if self.leases is None:
+                await self._upload_steps(ino, meta0)
+            else:
+                async with self.share_path(ino) as path:
+                    self._held[ino] = path
+                    try:
+                        await self._upload_steps(ino, meta0)
+                    finally:
+                        self._held.pop(ino, None)
+                        lease_id = self._lease.pop(ino, None)
+                        if lease_id is not None:
+                            await self.leases.release(ino, path, lease_id)
         except BaseException:
             if meta0 and ino in self._dirty:
                 self._meta.add(ino)  # not sent: the next upload sends it
@@ -489,6 +626,26 @@ class WriteBack:
             rec = self.ns.get(ino)
             if rec is None:
                 raise Gone(ino)
+            if ino in self._held and rec.remote_size is not None:
+                # leased before the conflict check: nobody writes between check and upload
+                lease_id = await self.leases.acquire(ino, path)
+                if lease_id is not None:
+                    self._lease[ino] = lease_id
+
+            async def unlease(path: str = path) -> None:
+                lease_id = self._lease.pop(ino, None)
+                if lease_id is not None:
+                    await self.leases.release(ino, path, lease_id)
+
+            if self.conflicts is not None and await self.conflicts.check(
+                ino, rec, path, before_change=unlease, inflight=ino in self._inflight
+            ):
+                self._inflight.discard(ino)
+                raise Restart(ino)
+            if ino not in self._inflight:
+                self._inflight.add(ino)  # durable before the share changes
+                self._persist(ino, self._dirty.get(ino), now=True)
+            lease = self._lease.get(ino)
             size = rec.size
             ranges = [(o, min(n, size - o)) for o, n in self.cache.dirty_ranges(ino) if o < size]
             rsize = rsize0 = rec.remote_size
@@ -496,11 +653,11 @@ class WriteBack:
                 await self.remote.create_file(path, 0, metadata=rec.metadata())
                 rsize = 0
             if low0 is not None and low0 < rsize:
-                await self.remote.resize(path, low0)
+                await self.remote.resize(path, low0, lease_id=lease)
                 rsize = low0
             if size != rsize:
                 try:
-                    await self.remote.resize(path, size)
+                    await self.remote.resize(path, size, lease_id=lease)
                 except NotFound:
                     log.warning("%s vanished from the share while dirty here: recreating it", path)
                     await self.remote.create_file(path, size, metadata=rec.metadata())
@@ -531,14 +688,15 @@ class WriteBack:
                     return
                 data, token = self.cache.snapshot_range(ino, off, length)
                 async with self.share_path(ino) as p:
-                    await self.remote.write(p, off, bytes(data))
+                    await self.remote.write(p, off, bytes(data), lease_id=lease)
                 self.cache.mark_clean(ino, token)
                 sent += len(data)
 
-        async with trio.open_nursery() as n:
-            for off, length in ranges:
-                for o in range(off, off + length, MAX_PUT):
-                    n.start_soon(put, o, min(MAX_PUT, off + length - o))
+        with single_error():  # a failed Put Range arrives as itself (backoff, last_error)
+            async with trio.open_nursery() as n:
+                for off, length in ranges:
+                    for o in range(off, off + length, MAX_PUT):
+                        n.start_soon(put, o, min(MAX_PUT, off + length - o))
 
         # 3. Properties: Put Range moved the share's last-write time; put ours back.
         async with self.share_path(ino) as path:
@@ -546,7 +704,10 @@ class WriteBack:
             if rec is None:
                 raise Gone(ino)
             etag = await self.remote.set_properties(
-                path, last_write_ns=rec.mtime_ns, metadata=rec.metadata() if meta0 else None
+                path,
+                last_write_ns=rec.mtime_ns,
+                metadata=rec.metadata() if meta0 else None,
+                lease_id=lease,
             )
 
         # 4. Bookkeeping: the share now holds [0, size) as snapshotted.
@@ -556,6 +717,10 @@ class WriteBack:
             self._forget(ino)  # written by the update below, in the same transaction
         else:
             self._due.setdefault(ino, trio.current_time() + self.delay)
+        if ino in self._inflight:
+            self._inflight.discard(ino)
+            if ino in self._dirty:
+                self._persist(ino, self._dirty[ino])  # written by the update below
         self.ns.update(ino, etag=etag, remote_size=size)
         self.outbox.touch(ino)
         self._uploaded_gen[ino] = gen0

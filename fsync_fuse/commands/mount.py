@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
 
 from fsync_fuse.config import (
@@ -90,6 +91,26 @@ def register(subparsers) -> None:
         default=1.0,
         metavar="SECONDS",
         help="how long the kernel and listings trust attributes (default 1)",
+    )
+    p.add_argument(
+        "--poll-interval",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how often to look for changes other sites made: recently used directories "
+        "every interval, the rest in a slower sweep (default 30; 0 = never)",
+    )
+    p.add_argument(
+        "--site-name",
+        metavar="NAME",
+        default=None,
+        help="this site's name in conflict copies, <name>-<site>.<ext> (default: the hostname)",
+    )
+    p.add_argument(
+        "--upload-leases",
+        action="store_true",
+        help="lease each file on the share while uploading it, so no other site writes it "
+        "between our conflict check and our last write (2 more calls per upload)",
     )
     p.add_argument(
         "--fsync",
@@ -203,6 +224,9 @@ def build_config(args) -> MountConfig:
         debug=getattr(args, "debug", False),
         io_timeout=args.io_timeout,
         exit_drain_timeout=args.drain_timeout,
+        poll_interval=args.poll_interval,
+        upload_leases=args.upload_leases,
+        site_name=args.site_name or socket.gethostname().split(".")[0] or "site",
         creds=creds,
     )
 

@@ -1,0 +1,168 @@
+"""Multi-site conflicts: local changes based on a version the share no longer holds.
+
+Checked by the uploader before it sends a file's dirty ranges (one `stat`): the share's ETag
+is compared with the ETag the local changes were based on (`Inode.etag`, the version last
+listed, fetched or uploaded here). When they differ, both versions are kept, as Azure File
+Sync does:
+
+- the most recent write (local mtime vs the share's last-write time) keeps the name;
+- the other is kept beside it as `<name>-<site>[-N].<ext>` (`site` = this mount's
+  --site-name, the site that found the conflict; N counts up from 1 while the name is taken
+  here or on the share);
+- deleted on the share while changed here: the local file is created again.
+
+Resolution turns the local file into a new share file: every block of it becomes dirty (read
+through the cache; ranges never cached here can only come from the share's current version,
+or zeros when it was deleted), its share identity is cleared (`remote_size`/`etag` None, so
+the upload creates it and no later check compares against a stale base), and the upload is
+restarted. Ours losing the name is a purely local rename (`Namespace.detach`, no queued op);
+theirs losing it is a share rename. Every conflict is logged and counted (persisted in
+`nsmeta`, shown in `user.fsync.status`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+
+from fsync_fuse import names
+from fsync_fuse.attrs import Inode
+from fsync_fuse.namespace import Namespace
+from remote.base import NotFound, Remote, RemoteEntry
+
+log = logging.getLogger(__name__)
+
+CHUNK = 4 << 20
+_KEY = b"conflicts"
+
+
+def conflict_name(name: str, site: str, n: int = 0) -> str:
+    """`report.txt` -> `report-site.txt`, `report-site-2.txt`; `.bashrc` -> `.bashrc-site`."""
+    stem, dot, ext = name.rpartition(".")
+    if not stem or not dot:
+        stem, ext, dot = name, "", ""
+    suffix = f"-{site}" + (f"-{n}" if n else "")
+    return f"{stem}{suffix}{dot}{ext}"
+
+
+def safe_site(site: str) -> str:
+    """A site name usable inside a share name."""
+    cleaned = re.sub(r'[\x00-\x1f"\\/:|<>*?. ]+', "_", site).strip("_")
+    return cleaned[:40] or "site"
+
+
+class Conflicts:
+    def __init__(self, ns: Namespace, remote: Remote, cache, *, site: str) -> None:
+        self.ns, self.remote, self.cache = ns, remote, cache
+        self.site = safe_site(site)
+        #: called with (parent ino, name that changed meaning) so the kernel and the listing
+        #: learn about it (fs.py)
+        self.on_change: Callable[[int, str], None] | None = None
+        with ns.env.begin() as txn:
+            raw = txn.get(_KEY, db=ns.db_meta)
+        self.count = int(raw) if raw else 0
+
+    def _counted(self) -> None:
+        self.count += 1
+        self.ns.deferred[(self.ns.db_meta, _KEY)] = str(self.count).encode()
+
+    def differs(self, rec: Inode, entry: RemoteEntry) -> bool:
+        return entry.etag != rec.etag
+
+    async def check(
+        self,
+        ino: int,
+        rec: Inode,
+        path: str,
+        before_change: Callable[[], Awaitable[None]] | None = None,
+        inflight: bool = False,
+    ) -> bool:
+        """Before uploading `ino` at share `path`: True when a conflict was resolved and the
+        upload must start again (the caller holds the shared lock with a settled path).
+        `before_change` runs once a conflict is found, before the share is changed (the
+        uploader releases its lease there). `inflight`: an earlier upload of this file
+        changed the share and did not finish, so a new ETag of the same file is ours."""
+        if rec.remote_size is None or rec.etag is None:
+            return False  # not on the share yet, or already turned into a new file here
+        try:
+            entry = await self.remote.stat(path)
+        except NotFound:
+            entry = None
+        if entry is not None and not self.differs(rec, entry):
+            return False
+        if inflight and entry is not None and not entry.is_dir and entry.file_id == rec.file_id:
+            log.debug("%s: the share's version is our own interrupted upload", path)
+            return False
+        self._counted()
+        if before_change is not None:
+            await before_change()
+        if entry is None:
+            log.warning(
+                "conflict: %s was deleted on the share while changed here: creating it again",
+                path,
+            )
+            await self._make_all_dirty(ino, rec, None)
+            self.ns.update(ino, remote_size=None, etag=None, file_id=None)
+            return True
+        if entry.is_dir:
+            # a directory took the name: ours moves aside
+            theirs_newer = True
+        else:
+            theirs_newer = (entry.last_write_ns or 0) > rec.mtime_ns
+        parent_path = path.rpartition("/")[0]
+        aside = await self._free_name(rec.parent, parent_path, rec.name)
+        await self._make_all_dirty(ino, rec, path if not entry.is_dir else None)
+        self.ns.flush()
+        await self.cache.commit_async()  # our whole version is durable before any rename
+        if theirs_newer:
+            log.warning(
+                "conflict: %s changed on the share and here; the share's version (newer) "
+                "keeps the name, this site's is kept as %r",
+                path,
+                aside,
+            )
+            moved = self.ns.detach(ino, aside, remote_size=None, etag=None, file_id=None)
+            if moved is not None and self.on_change is not None:
+                self.on_change(moved[0], moved[1])
+        else:
+            dst = f"{parent_path}/{aside}" if parent_path else aside
+            log.warning(
+                "conflict: %s changed on the share and here; this site's version (newer) "
+                "keeps the name, the share's is kept as %r",
+                path,
+                aside,
+            )
+            await self.remote.rename(path, dst, replace=False)
+            self.ns.update(ino, remote_size=None, etag=None, file_id=None)
+            if self.on_change is not None:
+                self.on_change(rec.parent, aside)
+        return True
+
+    async def _free_name(self, parent: int, parent_path: str, name: str) -> str:
+        for n in range(0, 1000):
+            cand = conflict_name(name, self.site, n)
+            if names.why_invalid(cand) or self.ns.find(parent, cand) is not None:
+                continue
+            try:
+                await self.remote.stat(f"{parent_path}/{cand}" if parent_path else cand)
+            except NotFound:
+                return cand
+        raise RuntimeError(f"no free conflict name for {name!r}")
+
+    async def _make_all_dirty(self, ino: int, rec: Inode, path: str | None) -> None:
+        """Every byte of the local file becomes dirty, so the upload of the new share file
+        sends all of it. Ranges never cached come from `path` (or zeros)."""
+        size = rec.size
+
+        async def fetch(offset: int, length: int) -> bytes:
+            if path is None:
+                return bytes(length)
+            return await self.remote.read(path, offset, length)
+
+        for off in range(0, size, CHUNK):
+            n = min(CHUNK, size - off)
+            data = await self.cache.read(ino, off, n, size=size, fetch=fetch)
+            if len(data) < n:
+                data = bytes(data) + bytes(n - len(data))
+            await self.cache.write(ino, off, data, fetch=fetch)

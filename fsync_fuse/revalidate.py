@@ -1,0 +1,77 @@
+"""Close-to-open: an open() sees the share's latest version of a file.
+
+When what we know of a file is older than `ttl` (its directory was not listed and the file not
+checked since), open() `stat`s it on the share. A different version (ETag plus size, last-write
+time or FileId) bumps the inode's content version: clean cached blocks are dropped and the
+kernel's page cache is not kept (fs.py compares content versions at open). Files with local
+changes not uploaded yet, or with operations pending, keep their local state: the uploader's
+conflict check deals with them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from fsync_fuse.attrs import FILE, Inode
+from fsync_fuse.namespace import Namespace
+from fsync_fuse.writeback import Gone, WriteBack
+from remote.base import NotFound, Remote, RemoteError
+
+log = logging.getLogger(__name__)
+
+
+class Revalidator:
+    def __init__(self, ns: Namespace, remote: Remote, cache, wb: WriteBack, *, ttl: float) -> None:
+        self.ns, self.remote, self.cache, self.wb = ns, remote, cache, wb
+        self.ttl_ns = int(ttl * 1e9)
+        self._checked: dict[int, int] = {}  # ino -> time.time_ns() of the last stat at open
+        self.stats = {"checks": 0, "changed": 0}
+
+    def _fresh(self, rec: Inode) -> bool:
+        now = time.time_ns()
+        if now - self._checked.get(rec.ino, 0) < self.ttl_ns:
+            return True
+        parent = self.ns.get(rec.parent)
+        return parent is not None and now - parent.listed_ns < self.ttl_ns
+
+    async def check(self, ino: int) -> Inode | None:
+        """Revalidate a file about to be opened; returns its record when the share's content
+        changed (the caller tells the kernel), else None."""
+        rec = self.ns.get(ino)
+        if (
+            rec is None
+            or rec.kind != FILE
+            or rec.remote_size is None
+            or self.wb.busy(ino)
+            or self._fresh(rec)
+        ):
+            return None
+        outbox = self.ns.outbox
+        with outbox.watch() as v0:
+            try:
+                path = self.wb.settled_path(ino)
+            except Gone:
+                return None
+            if path is None:
+                return None
+            try:
+                entry = await self.remote.stat(path)
+            except NotFound:
+                return None  # gone from the share: the next listing removes it
+            except RemoteError as exc:
+                log.debug("revalidating %r failed (%s): using what we have", path, exc)
+                return None
+            self.stats["checks"] += 1
+            chain = self.ns.chain(ino) or [ino]
+            if any(outbox.touched_since(i, v0) for i in chain):
+                return None
+            changed = self.ns.refresh_entry(ino, entry, self.wb.busy)
+        self._checked[ino] = time.time_ns()
+        if len(self._checked) > 100_000:
+            self._checked.clear()
+        if changed is not None:
+            self.stats["changed"] += 1
+            log.debug("%s changed on the share since it was cached: dropping clean blocks", path)
+            self.cache.invalidate(ino, changed.remote_size or 0)
+        return changed
