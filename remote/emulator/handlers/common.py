@@ -13,6 +13,8 @@ from ..formats import (
     file_id,
     http_date,
     name_key,
+    new_etag,
+    now_ns,
     parse_attributes,
     parse_smb_time,
     smb_time,
@@ -302,3 +304,23 @@ def int_param(ctx: Ctx, name: str, default: int, lo: int, hi: int | None = None)
     if hi is not None and n > hi:
         n = hi
     return n
+
+
+def set_node_metadata(ctx: Ctx, want_dir: bool) -> Response:
+    """Set Directory Metadata and Set File Metadata: replace the metadata, new ETag and times
+    (a file also checks its write lease)."""
+    share = writable(ctx)
+    tree = share["tree_id"]
+    row = existing(ctx, tree, ctx.parts, want_dir=want_dir)
+    if not want_dir:
+        check_write_lease(ctx, row)
+    meta = metadata_from(ctx)
+    now = now_ns()
+    etag = new_etag(now)
+    ctx.store.update_node(tree, row["node_id"], metadata=meta, etag=etag, mtime=now, chtime=now)
+    return response(
+        200,
+        ("ETag", etag),
+        ("Last-Modified", http_date(now)),
+        ("x-ms-request-server-encrypted", "true"),
+    )

@@ -104,19 +104,7 @@ async def delete(ctx: Ctx) -> Response:
 
 
 async def set_metadata(ctx: Ctx) -> Response:
-    share = writable(ctx)
-    tree = share["tree_id"]
-    row = existing(ctx, tree, ctx.parts, want_dir=True)
-    meta = metadata_from(ctx)
-    now = now_ns()
-    etag = new_etag(now)
-    ctx.store.update_node(tree, row["node_id"], metadata=meta, etag=etag, mtime=now, chtime=now)
-    return response(
-        200,
-        ("ETag", etag),
-        ("Last-Modified", http_date(now)),
-        ("x-ms-request-server-encrypted", "true"),
-    )
+    return common.set_node_metadata(ctx, want_dir=True)
 
 
 async def set_properties(ctx: Ctx) -> Response:

@@ -9,7 +9,7 @@ import sqlite3
 from .. import ranges as rg
 from ..app import Ctx
 from ..errors import StorageError
-from ..formats import http_date, name_key, new_etag, now_ns, smb_time
+from ..formats import name_key, new_etag, now_ns, smb_time
 from ..messages import Response
 from ..store import clear_range, read_range, resize_blob
 from . import common
@@ -315,20 +315,7 @@ async def set_properties(ctx: Ctx) -> Response:
 
 
 async def set_metadata(ctx: Ctx) -> Response:
-    share = writable(ctx)
-    tree = share["tree_id"]
-    row = existing(ctx, tree, ctx.parts, want_dir=False)
-    common.check_write_lease(ctx, row)
-    meta = metadata_from(ctx)
-    now = now_ns()
-    etag = new_etag(now)
-    ctx.store.update_node(tree, row["node_id"], metadata=meta, etag=etag, mtime=now, chtime=now)
-    return response(
-        200,
-        ("ETag", etag),
-        ("Last-Modified", http_date(now)),
-        ("x-ms-request-server-encrypted", "true"),
-    )
+    return common.set_node_metadata(ctx, want_dir=False)
 
 
 async def delete(ctx: Ctx) -> Response:
