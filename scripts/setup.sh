@@ -35,5 +35,20 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
 echo "setup: installing fsync-fuse$extras into $venv"
-"$venv/bin/python" -m pip install -q -e "$here$extras" --config-settings editable_mode=compat
+log="$venv/pip-install.log"
+if ! "$venv/bin/python" -m pip install -q -e "$here$extras" --config-settings editable_mode=compat >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "setup: pip install failed (log: $log)" >&2
+    exit 1
+fi
+if [ "$extras" = "[test]" ]; then
+    # A real source tree for the extraction tests and benchmarks, fetched once into the test
+    # data cache (tests/.data-cache, git-ignored); the tests fetch it themselves if this fails.
+    if ! ls "$here"/tests/.data-cache/pygments-*.tar.gz >/dev/null 2>&1; then
+        echo "setup: fetching the pygments sdist into tests/.data-cache"
+        "$venv/bin/python" -m pip download -q --no-binary :all: --no-deps \
+            -d "$here/tests/.data-cache" pygments==2.19.1 >/dev/null 2>&1 \
+            || echo "setup: warning: could not fetch the pygments sdist" >&2
+    fi
+fi
 echo "setup: done ($("$venv/bin/python" -c 'import pyfuse3; print("pyfuse3", pyfuse3.__version__)' 2>/dev/null || echo 'pyfuse3 missing'))"

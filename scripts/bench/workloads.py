@@ -396,7 +396,7 @@ def fetch_sdist(spec: str, cache: Path) -> Path:
     log.info("fetching the sdist %s into %s (once)", spec, cache)
     subprocess.run(
         [sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps",
-         "--no-build-isolation", "-q", "-d", str(cache), spec],
+         "-q", "-d", str(cache), spec],
         check=True,
         timeout=600,
     )  # fmt: skip

@@ -7,11 +7,11 @@ import hashlib
 import os
 import stat
 import subprocess
-import sys
 import tarfile
 
 import pytest
 
+from scripts.bench.workloads import fetch_sdist
 from tests.mount.helpers import REPO, file_sha
 
 pytestmark = [pytest.mark.mount, pytest.mark.slow]
@@ -22,30 +22,10 @@ DATA = REPO / "tests" / ".data-cache"
 
 @pytest.fixture(scope="session")
 def sdist_path():
-    found = sorted(DATA.glob("pygments-*.tar.gz"))
-    if not found:
-        DATA.mkdir(parents=True, exist_ok=True)
-        r = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--no-binary",
-                ":all:",
-                "--no-deps",
-                "-d",
-                str(DATA),
-                SDIST,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        found = sorted(DATA.glob("pygments-*.tar.gz"))
-        if not found:
-            pytest.skip(f"cannot download the {SDIST} sdist: {r.stderr.strip()[-300:]}")
-    return found[-1]
+    try:
+        return fetch_sdist(SDIST, DATA)
+    except (subprocess.SubprocessError, OSError) as exc:
+        pytest.skip(f"cannot download the {SDIST} sdist: {exc}")
 
 
 def expected(tar_path):
