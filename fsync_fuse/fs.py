@@ -408,7 +408,7 @@ class FS(pyfuse3.Operations):
         if (
             self.revalidator is not None
             and not self.opened.get(inode)  # open elsewhere: its readers keep their version
-            and await self.revalidator.check(inode) is not None
+            and await self._revalidate(inode) is not None
         ):
             rec = self.ns.must(inode)  # a newer version on the share: pages are not kept
             if self.mounted:
@@ -426,6 +426,16 @@ class FS(pyfuse3.Operations):
         keep = self._kernel_cver.get(inode) == rec.cver
         self._kernel_cver[inode] = rec.cver
         return pyfuse3.FileInfo(fh=fh, keep_cache=keep)
+
+    async def _revalidate(self, inode: int) -> Inode | None:
+        """Close-to-open check, skipped while the share is down and waited for at most the
+        lister's bound: an outage must not hold every open for the retry budget (S2-3)."""
+        if self.lister.share_down:
+            return None
+        with trio.move_on_after(self.lister.wait_bound):
+            return await self.revalidator.check(inode)
+        self.lister.share_down = True
+        return None
 
     @_errors
     async def read(self, fh, off, size):

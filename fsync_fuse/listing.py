@@ -4,8 +4,11 @@ A directory is listed (all pages) on first use; entries that are new or whose ET
 `stat`ed too, because only `stat` returns the metadata holding mode, owner and the symlink flag.
 After `ttl` seconds a listing is stale: a lookup that finds its name serves the cached entry and
 refreshes in the background; a lookup that misses, and readdir, refresh first (so a file another
-machine just created is found). When the share is unreachable, stale listings are served as
-they are.
+machine just created is found), but wait for that refresh at most `wait_bound` seconds: after
+that the cached listing is served and the refresh goes on in the background. A refresh that
+fails with a transient error (or outlasts the bound) marks the share down until a refresh
+succeeds; meanwhile stale listings are served at once and refreshed in the background, so an
+outage costs each `ls` nothing. A directory never listed still needs the share.
 
 A listing never overrides local state the share has not caught up with: a directory with queued
 operations keeps its local view, entries with dirty content or queued operations are left
@@ -61,7 +64,12 @@ class Lister:
         self._stat_limiter = trio.CapacityLimiter(stat_parallel)
         self._bg_limiter = trio.CapacityLimiter(4)
         self._rounds: dict[int, _Round] = {}
+        self._queued: set[int] = set()
         self._nursery: trio.Nursery | None = None
+        #: longest a caller waits for a refresh of a directory that has a cached listing
+        self.wait_bound = min(2.0, io_timeout)
+        #: set when a refresh failed transiently or outlasted `wait_bound`; cleared by a success
+        self.share_down = False
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Owns the background refreshes."""
@@ -81,8 +89,11 @@ class Lister:
             raise FsError(errno.ENOTDIR)
         if self.is_fresh(rec.listed_ns):
             return
-        if rec.listed_ns and not refresh_stale:
+        if rec.listed_ns and (not refresh_stale or self.share_down):
             self.refresh_later(ino)
+            return
+        if rec.listed_ns and self._nursery is not None:
+            await self._refresh_bounded(ino)
             return
         try:
             await self.refresh(ino)
@@ -93,20 +104,47 @@ class Lister:
             log.warning("cannot list %r: %s", self.ns.path(ino), exc)
             raise FsError(exc.errno if not exc.transient else errno.EIO, str(exc)) from None
 
+    async def _refresh_bounded(self, ino: int) -> None:
+        """Refresh `ino` in the background nursery and wait for it at most `wait_bound`."""
+        assert self._nursery is not None
+        done = trio.Event()
+
+        async def run() -> None:
+            try:
+                await self._quietly(ino)
+            finally:
+                done.set()
+
+        self._nursery.start_soon(run)
+        with trio.move_on_after(self.wait_bound) as scope:
+            await done.wait()
+        if scope.cancelled_caught:
+            if not self.share_down:
+                log.info("listing %r is slow; serving cached listings meanwhile", self.ns.path(ino))
+            self.share_down = True
+
+    async def _quietly(self, ino: int) -> None:
+        try:
+            await self.refresh(ino)
+        except (RemoteError, FsError) as exc:
+            log.debug("background listing of inode %d failed: %s", ino, exc)
+        except Exception:  # a background task never takes the mount down
+            log.exception("background listing of inode %d failed unexpectedly", ino)
+
     def refresh_later(self, ino: int) -> None:
-        if self._nursery is None or ino in self._rounds:
+        if self._nursery is None or ino in self._rounds or ino in self._queued:
             return
+        self._queued.add(ino)
 
-        async def quietly() -> None:
-            async with self._bg_limiter:
-                try:
-                    await self.refresh(ino)
-                except (RemoteError, FsError) as exc:
-                    log.debug("background listing of inode %d failed: %s", ino, exc)
-                except Exception:  # a background task never takes the mount down
-                    log.exception("background listing of inode %d failed unexpectedly", ino)
+        async def later() -> None:
+            try:
+                async with self._bg_limiter:
+                    self._queued.discard(ino)
+                    await self._quietly(ino)
+            finally:
+                self._queued.discard(ino)
 
-        self._nursery.start_soon(quietly)
+        self._nursery.start_soon(later)
 
     async def refresh(self, ino: int) -> None:
         """List directory `ino` from the share and merge; concurrent callers share one round."""
@@ -121,6 +159,10 @@ class Lister:
             await self._refresh(ino)
         except BaseException as exc:
             rnd.error = exc
+            if isinstance(exc, RemoteError) and exc.transient:
+                if not self.share_down:
+                    log.info("share unreachable (%s); serving cached listings", exc)
+                self.share_down = True
             raise
         finally:
             del self._rounds[ino]
@@ -148,6 +190,9 @@ class Lister:
                 if path is None:
                     return
                 entries = await self.remote.list_dir(path)
+                if self.share_down:
+                    log.info("share reachable again")
+                self.share_down = False
                 need = self._need_stat(ino, entries)
                 metas = await self._stat_all(path, need)
                 if any(outbox.touched_since(i, v0) for i in chain):
