@@ -123,12 +123,15 @@ class FS(pyfuse3.Operations):
         self.poller = None
         self.revalidator = None
         lister.referenced = self.referenced
-        lister.in_use = lambda ino: self.opened.get(ino, 0) > 0
+        lister.in_use = self._is_open
         lister.on_merge = self._merged
 
     # ------------------------------------------------------------------ helpers
     def referenced(self, ino: int) -> bool:
         return self.lookups.get(ino, 0) > 0 or self.opened.get(ino, 0) > 0
+
+    def _is_open(self, ino: int) -> bool:
+        return self.opened.get(ino, 0) > 0
 
     def _attrs(self, rec: Inode) -> pyfuse3.EntryAttributes:
         a = pyfuse3.EntryAttributes()
@@ -352,7 +355,11 @@ class FS(pyfuse3.Operations):
     @_errors
     async def unlink(self, parent_inode, name, ctx):
         rec, purged = self.ns.remove(
-            parent_inode, self._name(name), is_dir=False, referenced=self.referenced
+            parent_inode,
+            self._name(name),
+            is_dir=False,
+            referenced=self.referenced,
+            is_open=self._is_open,
         )
         if purged:
             self._drop_content(rec.ino)
@@ -382,6 +389,7 @@ class FS(pyfuse3.Operations):
             new,
             noreplace=bool(flags & pyfuse3.RENAME_NOREPLACE),
             referenced=self.referenced,
+            is_open=self._is_open,
         )
         if victim is not None and purged:
             self._drop_content(victim.ino)

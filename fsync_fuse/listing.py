@@ -25,7 +25,7 @@ from collections.abc import Callable
 import trio
 
 from fsync_fuse.groups import single_error
-from fsync_fuse.namespace import FsError, MergeResult, Namespace
+from fsync_fuse.namespace import HIDDEN_PREFIX, FsError, MergeResult, Namespace
 from remote.base import NotFound, Remote, RemoteEntry, RemoteError
 
 log = logging.getLogger(__name__)
@@ -189,7 +189,11 @@ class Lister:
                 path = self.ns.path(ino)
                 if path is None:
                     return
-                entries = await self.remote.list_dir(path)
+                entries = [
+                    e
+                    for e in await self.remote.list_dir(path)
+                    if not e.name.startswith(HIDDEN_PREFIX)  # open files unlinked here
+                ]
                 if self.share_down:
                     log.info("share reachable again")
                 self.share_down = False

@@ -35,6 +35,9 @@ from fsync_fuse.outbox import Outbox
 log = logging.getLogger(__name__)
 
 ROOT = 1  # pyfuse3.ROOT_INODE
+# A file removed while still open is renamed aside on the share under this prefix (at the
+# share root) so its readers can finish it; deleted when the inode is purged (S2-1).
+HIDDEN_PREFIX = ".fsync-unlinked-"
 
 
 class FsError(OSError):
@@ -305,13 +308,19 @@ class Namespace:
         self._put(tx, rec)
 
     def _drop(
-        self, tx: _Tx, rec: Inode, referenced: Callable[[int], bool], purged: list[int]
+        self,
+        tx: _Tx,
+        rec: Inode,
+        referenced: Callable[[int], bool],
+        purged: list[int],
+        hidden: str = "",
     ) -> None:
-        """An inode lost its entry: keep it as an orphan while referenced, else delete it."""
+        """An inode lost its entry: keep it as an orphan while referenced, else delete it.
+        `hidden`: the share path its content was renamed aside to (see `_remove_op`)."""
         if referenced(rec.ino):
             rec.parent = 0
             self._put(tx, rec)
-            tx.txn.put(_k(rec.ino), b"", db=self.db_orphans)
+            tx.txn.put(_k(rec.ino), hidden.encode(), db=self.db_orphans)
         else:
             self._pending.pop(rec.ino, None)
             tx.records[rec.ino] = None
@@ -382,10 +391,17 @@ class Namespace:
         return rec
 
     def remove(
-        self, parent: int, name: str, *, is_dir: bool, referenced: Callable[[int], bool]
+        self,
+        parent: int,
+        name: str,
+        *,
+        is_dir: bool,
+        referenced: Callable[[int], bool],
+        is_open: Callable[[int], bool] = lambda ino: False,
     ) -> tuple[Inode, bool]:
         """unlink / rmdir. Returns the inode and whether it was deleted for good (the caller
-        then drops its cached content); otherwise it lives on as an orphan."""
+        then drops its cached content); otherwise it lives on as an orphan. An `is_open`
+        file keeps its share content under a hidden name until purged (`_remove_op`)."""
         now = self.clock()
         purged: list[int] = []
         with self._write() as tx:
@@ -403,18 +419,48 @@ class Namespace:
             path = self.path(rec.ino, tx.txn)
             self._del_dentry(tx, parent, name)
             self._touch_dir(tx, pdir, now)
+            hidden = self._remove_op(tx, rec, parent, path, is_open)
+            rec.ctime_ns = now
+            self._drop(tx, rec, referenced, purged, hidden)
+        return rec, bool(purged)
+
+    def _remove_op(
+        self, tx: _Tx, rec: Inode, parent: int, path: str, is_open: Callable[[int], bool]
+    ) -> str:
+        """Queue the share side of removing `rec` from `path`. A file on the share that is
+        still open is renamed aside to a hidden name instead, so reads of parts never cached
+        still find it; `purge` deletes it. Returns the hidden path ('' when deleted at once)."""
+        if rec.kind == FILE and rec.remote_size is not None and is_open(rec.ino):
+            hidden = f"{HIDDEN_PREFIX}{rec.ino}"
             self._enqueue(
                 tx,
                 {
-                    "op": "rmdir" if is_dir else "unlink",
+                    "op": "rename",
                     "ino": rec.ino,
-                    "dirs": [parent],
-                    "path": path,
+                    "dirs": sorted({parent, ROOT}),
+                    "src": path,
+                    "dst": hidden,
+                    "replace": True,
+                    "victim": None,
                 },
             )
-            rec.ctime_ns = now
-            self._drop(tx, rec, referenced, purged)
-        return rec, bool(purged)
+            return hidden
+        self._enqueue(
+            tx,
+            {
+                "op": "rmdir" if rec.is_dir else "unlink",
+                "ino": rec.ino,
+                "dirs": [parent],
+                "path": path,
+            },
+        )
+        return ""
+
+    def hidden_path(self, ino: int) -> str | None:
+        """The share path an orphan's content was renamed aside to, if any."""
+        with self.env.begin() as txn:
+            raw = txn.get(_k(ino), db=self.db_orphans)
+        return raw.decode() if raw else None
 
     def _empty_in(self, txn: lmdb.Transaction, ino: int) -> bool:
         prefix = _k(ino)
@@ -430,6 +476,7 @@ class Namespace:
         *,
         noreplace: bool,
         referenced: Callable[[int], bool],
+        is_open: Callable[[int], bool] = lambda ino: False,
     ) -> tuple[Inode, Inode | None, bool]:
         """Returns (moved inode, replaced inode or None, replaced one deleted for good)."""
         names.check(new_name)
@@ -467,15 +514,18 @@ class Namespace:
             if victim is not None:
                 vpath = self.path(victim.ino, tx.txn)
                 self._del_dentry(tx, new_parent, new_name)
+                hidden = ""
                 if victim.is_dir:
                     # The share renames onto files only: remove the empty directory first.
                     self._enqueue(
                         tx, {"op": "rmdir", "ino": victim.ino, "dirs": [new_parent], "path": vpath}
                     )
+                elif victim.remote_size is not None and is_open(victim.ino):
+                    hidden = self._remove_op(tx, victim, new_parent, vpath, is_open)
                 else:
                     replace = True
                 victim.ctime_ns = now
-                self._drop(tx, victim, referenced, purged)
+                self._drop(tx, victim, referenced, purged, hidden)
             self._del_dentry(tx, old_parent, old_name)
             self._add_dentry(tx, new_parent, new_name, rec.ino)
             rec.parent, rec.name, rec.ctime_ns = new_parent, new_name, now
@@ -620,6 +670,11 @@ class Namespace:
             rec = self.get(ino, tx.txn)
             if rec is None or rec.parent != 0 or ino == ROOT:
                 return []
+            hidden = tx.txn.get(_k(ino), db=self.db_orphans)
+            if hidden:
+                self._enqueue(
+                    tx, {"op": "unlink", "ino": ino, "dirs": [ROOT], "path": hidden.decode()}
+                )
             tx.txn.delete(_k(ino), db=self.db_orphans)
             return self._delete_tree(tx, ino)
 

@@ -82,9 +82,7 @@ class Reader:
                         await outbox.wait_until(lambda: self.wb.settled_path(ino) is not None)
                         path = self.wb.settled_path(ino)
                     except Gone:
-                        raise NotFound(
-                            f"inode {ino} was unlinked before its content was read"
-                        ) from None
+                        path = await self._hidden_path(ino)
                     try:
                         return await self.remote.read(path, offset, length)
                     except NotFound:
@@ -93,6 +91,18 @@ class Reader:
             raise Transient(f"reading {self.ns.path(ino)!r} from the share timed out")
 
         return fetch
+
+    async def _hidden_path(self, ino: int) -> str:
+        """An open file that was unlinked: its content was renamed aside on the share
+        (`Namespace._remove_op`); read it there once that rename was applied."""
+        outbox = self.ns.outbox
+        await outbox.wait_until(
+            lambda: self.ns.hidden_path(ino) is None or not outbox.is_subject(ino)
+        )
+        path = self.ns.hidden_path(ino)
+        if path is None:
+            raise NotFound(f"inode {ino} was unlinked before its content was read")
+        return path
 
     async def read(self, ino: int, off: int, size: int, state: ReadState | None) -> bytes:
         rec = self.ns.get(ino)

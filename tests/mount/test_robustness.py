@@ -281,3 +281,47 @@ def test_listed_tree_stays_usable_during_an_outage(mounter, fresh_emulator):
     assert share.get("a/b/new.txt") == b"made offline"
     assert share.get("root-new.txt") == b"r"
     assert m.stop() == 0
+
+
+@pytest.mark.mount
+def test_unlinked_open_file_stays_readable(mounter, share, share_url):
+    """S2-1: a file larger than the cache, removed (unlink, and replaced by a rename) while
+    open, is read whole through the open handle after the removal reached the share; once
+    closed and forgotten its name and the hidden copy are gone from the share."""
+    import random
+
+    rnd = random.Random(21)
+    big = rnd.randbytes(12 * 1024 * 1024 + 4321)
+    other = rnd.randbytes(12 * 1024 * 1024 + 1234)
+    share.put("d/big.bin", big)  # renamed aside across directories
+    share.put("other.bin", other)
+    m = mounter(share_url, args=["--cache-size", "4M", "--writeback-delay", "0.2"])
+    mnt = m.mnt
+
+    def hidden_names() -> list[str]:
+        return [
+            e["name"]
+            for e in share.client.list_directories_and_files()
+            if e["name"].startswith(".fsync-unlinked-")
+        ]
+
+    with open(mnt / "d/big.bin", "rb") as fb, open(mnt / "other.bin", "rb") as fo:
+        assert fb.read(4096) == big[:4096]
+        assert fo.read(4096) == other[:4096]
+        os.unlink(mnt / "d/big.bin")
+        (mnt / "new.bin").write_bytes(b"replacement")
+        os.rename(mnt / "new.bin", mnt / "other.bin")
+        m.wait_drained(timeout=120)
+        assert not share.exists("d/big.bin")
+        assert share.get("other.bin") == b"replacement"
+        assert sorted(os.listdir(mnt)) == ["d", "other.bin"]  # the hidden copies are not listed
+        assert os.listdir(mnt / "d") == []
+        assert fb.read() == big[4096:]
+        assert fo.read() == other[4096:]
+    deadline = time.monotonic() + 60
+    while hidden_names() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert hidden_names() == []
+    assert not share.exists("d/big.bin")
+    assert sorted(os.listdir(mnt)) == ["d", "other.bin"]
+    assert m.stop() == 0
