@@ -16,23 +16,15 @@ os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
 @pytest.fixture(scope="session")
 def emulator(tmp_path_factory):
     """One emulator for the whole session; tests that change faults must clear them."""
-    emu = Emulator(data_dir=tmp_path_factory.mktemp("emulator") / "data")
-    emu.start()
-    try:
+    with Emulator(data_dir=tmp_path_factory.mktemp("emulator") / "data") as emu:
         yield emu
-    finally:
-        emu.stop()
 
 
 @pytest.fixture
 def fresh_emulator(tmp_path):
     """An emulator of this test's own, for restarts and fault injection."""
-    emu = Emulator(data_dir=tmp_path / "emulator-data")
-    emu.start()
-    try:
+    with Emulator(data_dir=tmp_path / "emulator-data") as emu:
         yield emu
-    finally:
-        emu.stop()
 
 
 @pytest.fixture

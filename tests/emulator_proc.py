@@ -17,9 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEV_ACCOUNT = "devstoreaccount1"
-DEV_KEY = (
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-)
+DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
 def free_port() -> int:
@@ -57,11 +55,25 @@ class Emulator:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.data_dir.parent / f"emulator-{self.port}.log"
         log = open(self.log_path, "ab")
-        cmd = [sys.executable, "-m", "remote.emulator", "--host", self.host,
-               "--port", str(self.port), "--data", str(self.data_dir),
-               "--account", self.account, "--key", self.key, *self.extra_args]
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                     cwd=Path(__file__).resolve().parent.parent)
+        cmd = [
+            sys.executable,
+            "-m",
+            "remote.emulator",
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--data",
+            str(self.data_dir),
+            "--account",
+            self.account,
+            "--key",
+            self.key,
+            *self.extra_args,
+        ]
+        self.proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent
+        )
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -85,6 +97,13 @@ class Emulator:
                 self.proc.wait()
         self.proc = None
 
+    def __enter__(self) -> Emulator:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def restart(self) -> None:
         self.stop()
         self.start()
@@ -98,9 +117,12 @@ class Emulator:
     # --- admin endpoint
     def _admin(self, method: str, path: str, body: dict | None = None) -> dict:
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(f"http://{self.host}:{self.port}/_admin/{path}",
-                                     data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"http://{self.host}:{self.port}/_admin/{path}",
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=10) as resp:
             text = resp.read()
         return json.loads(text) if text else {}

@@ -140,15 +140,11 @@ def test_admin_rejects_bad_faults(fresh_emulator):
 
 
 def test_faults_given_at_start(tmp_path):
-    emu = Emulator(
+    with Emulator(
         data_dir=tmp_path / "d",
         extra_args=["--faults", json.dumps({"error_rate": 1, "error_status": 503})],
-    )
-    emu.start()
-    try:
+    ) as emu:
         with pytest.raises(HttpResponseError) as ei:
             _svc(emu).create_share("x")
         assert ei.value.error_code == "ServerBusy"
         assert emu.stats()["by_op"]["CreateShare"] == 1
-    finally:
-        emu.stop()

@@ -159,9 +159,5 @@ def test_put_range_content_md5(emulator, tmp_path):
     assert _put_range_md5(emulator, big, validate=True) == md5(big)  # verified and echoed
     from tests.emulator_proc import Emulator
 
-    full = Emulator(data_dir=tmp_path / "full", extra_args=["--full-md5"])
-    full.start()
-    try:
+    with Emulator(data_dir=tmp_path / "full", extra_args=["--full-md5"]) as full:
         assert _put_range_md5(full, big) == md5(big)
-    finally:
-        full.stop()

@@ -329,12 +329,8 @@ class Replay:
 
 @pytest.fixture(scope="module")
 def rec_emulator(tmp_path_factory):
-    emu = Emulator(data_dir=tmp_path_factory.mktemp("recordings-emulator") / "data")
-    emu.start()
-    try:
+    with Emulator(data_dir=tmp_path_factory.mktemp("recordings-emulator") / "data") as emu:
         yield emu
-    finally:
-        emu.stop()
 
 
 def _empty_account(emu: Emulator) -> None:

@@ -38,12 +38,8 @@ IMPATIENT = AzureOptions(
 
 @pytest.fixture(scope="module")
 def fault_emulator(tmp_path_factory):
-    emu = Emulator(data_dir=tmp_path_factory.mktemp("fault-emulator") / "data")
-    emu.start()
-    try:
+    with Emulator(data_dir=tmp_path_factory.mktemp("fault-emulator") / "data") as emu:
         yield emu
-    finally:
-        emu.stop()
 
 
 @pytest.fixture
