@@ -5,6 +5,14 @@ The share has no mode, owner or symlinks, so we keep them in file metadata under
 `fsyncgid`, and `fsynctype=symlink` on a small file whose content is the link target. The mtime
 lives in the SMB last-write time. Metadata keys we do not own are kept and written back
 unchanged, so we never strip what another tool stored.
+
+Listings do not return metadata, and a `stat` per entry made the first listing of a big tree
+cost one call per entry. So POSIX attributes are stored only when they differ from what a
+mount assumes without them (mode 0644 for files, 0755 for directories, owned by the mounting
+user), and an entry that carries them is marked with the SMB attribute `NoScrubData` (inert:
+it only tells ReFS volumes not to scrub), which listings do return. A listing `stat`s only
+marked entries; every other entry has the default attributes. Files owned by the mounting
+user therefore appear owned by whoever mounts the share elsewhere, as with an SMB mount.
 """
 
 from __future__ import annotations
@@ -19,9 +27,31 @@ KEY_GID = "fsyncgid"
 KEY_TYPE = "fsynctype"
 TYPE_SYMLINK = "symlink"
 OUR_KEYS = frozenset({KEY_MODE, KEY_UID, KEY_GID, KEY_TYPE})
+#: SMB attribute marking an entry whose metadata holds POSIX attributes (see above)
+MARKER = "NoScrubData"
 
 FILE, DIR, LINK = "f", "d", "l"
 _S_IFMT = {FILE: stat.S_IFREG, DIR: stat.S_IFDIR, LINK: stat.S_IFLNK}
+DEFAULT_MODE = {FILE: 0o644, DIR: 0o755, LINK: 0o777}
+
+
+def has_marker(attributes: str | None) -> bool | None:
+    """Whether share attributes carry the POSIX marker; None when they are unknown."""
+    if attributes is None:
+        return None
+    return any(p.strip().lower() == MARKER.lower() for p in attributes.split("|"))
+
+
+def with_marker(attributes: str | None, on: bool, is_dir: bool) -> str:
+    """SMB attributes to send: `attributes` (as the share reported them) with the marker
+    set or cleared; other attributes (ReadOnly, Hidden, Archive...) are kept."""
+    parts = [p.strip() for p in (attributes or "").split("|") if p.strip()]
+    parts = [p for p in parts if p.lower() not in (MARKER.lower(), "none")]
+    if not parts:
+        parts = ["Directory"] if is_dir else ["Archive"]
+    if on:
+        parts.append(MARKER)
+    return "|".join(parts)
 
 
 @dataclass(slots=True)
@@ -53,6 +83,8 @@ class Inode:
     meta_known: bool = True
     extra: dict[str, str] = field(default_factory=dict)
     cver: int = 0  # bumped when the share's content changed under us (kernel cache no longer valid)
+    extra_known: bool = True
+    attrs: str | None = None
 
     def clone(self) -> Inode:
         """A copy to hand out (copy.copy is slow on slotted dataclasses); `extra` is shared,
@@ -76,6 +108,8 @@ class Inode:
             self.meta_known,
             self.extra,
             self.cver,
+            self.extra_known,
+            self.attrs,
         )
 
     @property
@@ -86,23 +120,42 @@ class Inode:
     def st_mode(self) -> int:
         return _S_IFMT[self.kind] | (self.mode & 0o7777)
 
-    def metadata(self) -> dict[str, str]:
-        """The share metadata that represents this entry's POSIX attributes."""
+    def posix_default(self, owner: tuple[int, int]) -> bool:
+        """True when a mount owned by `owner` (uid, gid) would show exactly these attributes
+        with no metadata at all: nothing to store, no marker."""
+        return (
+            self.kind != LINK
+            and self.mode & 0o7777 == DEFAULT_MODE[self.kind]
+            and (self.uid, self.gid) == owner
+        )
+
+    def metadata(self, owner: tuple[int, int]) -> dict[str, str]:
+        """The share metadata for this entry: other tools' keys, plus our POSIX keys unless
+        the attributes are the defaults a mount assumes (`posix_default`)."""
         meta = dict(self.extra)
-        meta[KEY_MODE] = format(self.mode & 0o7777, "o")
-        meta[KEY_UID] = str(self.uid)
-        meta[KEY_GID] = str(self.gid)
-        if self.kind == LINK:
-            meta[KEY_TYPE] = TYPE_SYMLINK
-        else:
-            meta.pop(KEY_TYPE, None)
+        if not self.posix_default(owner):
+            meta[KEY_MODE] = format(self.mode & 0o7777, "o")
+            meta[KEY_UID] = str(self.uid)
+            meta[KEY_GID] = str(self.gid)
+            if self.kind == LINK:
+                meta[KEY_TYPE] = TYPE_SYMLINK
         return meta
 
-    def apply_metadata(self, meta: dict[str, str] | None) -> None:
-        """Take mode/owner/type from share metadata; absent keys keep our defaults."""
+    def share_attributes(self, owner: tuple[int, int]) -> str | None:
+        """The SMB attributes to send with this entry's metadata, None when the share's
+        already have the marker right (or, unknown, when no marker is needed)."""
+        want = not self.posix_default(owner)
+        have = has_marker(self.attrs)
+        if have is None and not want or have == want:
+            return None
+        return with_marker(self.attrs, want, self.kind == DIR)
+
+    def apply_metadata(self, meta: dict[str, str] | None, owner: tuple[int, int]) -> None:
+        """Take mode/owner/type from share metadata; absent keys mean the defaults."""
         if meta is None:
             return
         lowered = {k.lower(): v for k, v in meta.items()}
+        self.apply_defaults(owner)
         try:
             if KEY_MODE in lowered:
                 self.mode = int(lowered[KEY_MODE], 8) & 0o7777
@@ -115,6 +168,15 @@ class Inode:
         if self.kind != DIR and lowered.get(KEY_TYPE) == TYPE_SYMLINK:
             self.kind = LINK
         self.extra = {k: v for k, v in meta.items() if k.lower() not in OUR_KEYS}
+        self.meta_known = True
+        self.extra_known = True
+
+    def apply_defaults(self, owner: tuple[int, int]) -> None:
+        """An entry without POSIX metadata: default mode, owned by the mounting user."""
+        if self.kind == LINK:
+            self.kind = FILE
+        self.mode = DEFAULT_MODE[self.kind]
+        self.uid, self.gid = owner
         self.meta_known = True
 
     # --- persistence: a JSON object with short keys, defaults left out
@@ -136,6 +198,8 @@ class Inode:
         ("mk", "meta_known", True),
         ("x", "extra", {}),
         ("cv", "cver", 0),
+        ("xk", "extra_known", True),
+        ("a", "attrs", None),
     )
 
     def encode(self) -> bytes:

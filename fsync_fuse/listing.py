@@ -1,7 +1,8 @@
 """Directory listings from the share: loaded lazily, cached in the namespace, refreshed.
 
-A directory is listed (all pages) on first use; entries that are new or whose ETag changed are
-`stat`ed too, because only `stat` returns the metadata holding mode, owner and the symlink flag.
+A directory is listed (all pages) on first use; entries that are new or whose ETag changed and
+that carry the POSIX marker (attrs.py) are `stat`ed too, because only `stat` returns the
+metadata holding mode, owner and the symlink flag; unmarked entries have the defaults.
 After `ttl` seconds a listing is stale: a lookup that finds its name serves the cached entry and
 refreshes in the background; a lookup that misses, and readdir, refresh first (so a file another
 machine just created is found), but wait for that refresh at most `wait_bound` seconds: after
@@ -24,6 +25,7 @@ from collections.abc import Callable
 
 import trio
 
+from fsync_fuse.attrs import has_marker
 from fsync_fuse.groups import single_error
 from fsync_fuse.namespace import HIDDEN_PREFIX, FsError, MergeResult, Namespace
 from remote.base import NotFound, Remote, RemoteEntry, RemoteError
@@ -213,8 +215,13 @@ class Lister:
         log.debug("listing of inode %d kept changing under local operations; kept local", ino)
 
     def _need_stat(self, ino: int, entries: list[RemoteEntry]) -> list[RemoteEntry]:
+        """Entries whose POSIX attributes must be read: new or changed ones that carry the
+        marker (attrs.py; unknown attributes count as marked). Unmarked ones have the
+        defaults, so a fresh mount of a big tree costs its listings, not a call per entry."""
         need = []
         for e in entries:
+            if has_marker(e.attributes) is False:
+                continue
             found = self.ns.find(ino, e.name)
             rec = self.ns.get(found[0]) if found else None
             if rec is None or not rec.meta_known or rec.etag != e.etag:
@@ -228,7 +235,9 @@ class Lister:
         async def one(e: RemoteEntry) -> None:
             async with self._stat_limiter:
                 try:
-                    out[e.name] = await self.remote.stat(f"{path}/{e.name}" if path else e.name)
+                    out[e.name] = await self.remote.stat(
+                        f"{path}/{e.name}" if path else e.name, is_dir=e.is_dir
+                    )
                 except NotFound:
                     pass
 

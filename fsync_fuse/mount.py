@@ -146,7 +146,7 @@ async def _serve(cfg: MountConfig, remote, ready: Callable[[str | None], None]) 
         if root is not None and not root.meta_known:
             try:
                 entry = await remote.stat("")
-                root.apply_metadata(entry.metadata)
+                root.apply_metadata(entry.metadata or {}, ns.owner)
                 ns.update(
                     ROOT,
                     mode=root.mode,
@@ -154,6 +154,8 @@ async def _serve(cfg: MountConfig, remote, ready: Callable[[str | None], None]) 
                     gid=root.gid,
                     extra=root.extra,
                     meta_known=True,
+                    extra_known=True,
+                    attrs=entry.attributes,
                     mtime_ns=entry.last_write_ns or root.mtime_ns,
                 )
             except RemoteError as exc:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import lmdb
 
 from fsync_fuse import names
-from fsync_fuse.attrs import DIR, FILE, LINK, Inode
+from fsync_fuse.attrs import DIR, FILE, LINK, Inode, has_marker
 from fsync_fuse.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,8 @@ class Namespace:
     ) -> None:
         self.env = env
         self.uid, self.gid = uid, gid
+        #: who owns entries without POSIX metadata (attrs.py): the mounting user
+        self.owner = (uid, gid)
         # The share keeps times in 100 ns ticks: keep ours on the same grid so a time
         # read back from the share equals the one we set.
         self.clock = lambda: clock() // 100 * 100
@@ -382,7 +384,7 @@ class Namespace:
                 "ino": rec.ino,
                 "dirs": [parent],
                 "path": path,
-                "meta": rec.metadata(),
+                "meta": rec.metadata(self.owner),
                 "mtime": now,
             }
             if kind == LINK:
@@ -587,7 +589,7 @@ class Namespace:
                     "ino": ino,
                     "dirs": [],
                     "path": self.path(ino, tx.txn),
-                    "meta": rec.metadata(),
+                    "meta": rec.metadata(self.owner),
                 }
                 if mtime_ns is not None:
                     op["mtime"] = mtime_ns
@@ -657,9 +659,11 @@ class Namespace:
                     rec.remote_size = result.get("size", 0)
                     rec.file_id = result.get("file_id") or rec.file_id
                     rec.etag = result.get("etag") or rec.etag
+                    rec.attrs = result.get("attrs") or rec.attrs
                     self._put(tx, rec)
             elif rec is not None and result and result.get("etag"):
                 rec.etag = result["etag"]
+                rec.attrs = result.get("attrs") or rec.attrs
                 self._put(tx, rec)
         self.outbox.removed(op)
 
@@ -894,9 +898,19 @@ class Namespace:
         return out, 0
 
     def _fill(self, rec: Inode, e, meta) -> None:
-        """Take size, times, identity and (when stat'ed) metadata from the share."""
+        """Take size, times, identity and attributes from the share: from `meta` (a `stat`,
+        metadata included) when given; else an entry without the POSIX marker has the
+        default attributes, and a marked one keeps what it had until it is `stat`ed."""
         src = meta or e
         old_etag = rec.etag
+        rec.attrs = src.attributes or rec.attrs
+        if meta is not None and meta.metadata is not None:
+            rec.apply_metadata(meta.metadata, self.owner)
+        elif has_marker(src.attributes) is False:
+            rec.apply_defaults(self.owner)
+            rec.extra_known = False
+        elif old_etag != src.etag:
+            rec.meta_known = False  # marked (or unknown) and changed: the next listing stats it
         rec.size = 0 if rec.is_dir else src.size
         rec.remote_size = rec.size
         rec.file_id = src.file_id or rec.file_id
@@ -904,8 +918,6 @@ class Namespace:
         if src.last_write_ns:
             rec.mtime_ns = src.last_write_ns
         rec.ctime_ns = src.change_ns or rec.mtime_ns
-        if meta is not None:
-            rec.apply_metadata(meta.metadata)
         if rec.kind == LINK and rec.etag != old_etag:
             rec.target = None  # read again on readlink
 

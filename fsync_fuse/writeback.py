@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import trio
 
-from fsync_fuse.attrs import FILE
+from fsync_fuse.attrs import FILE, OUR_KEYS, with_marker
 from fsync_fuse.deadlines import Deadlines
 from fsync_fuse.groups import single_error
 from fsync_fuse.namespace import Namespace
@@ -439,42 +439,52 @@ class WriteBack:
         kind = op["op"]
         r = self.remote
         if kind == "mkdir":
+            rec = self.ns.get(op["ino"])
+            meta = rec.metadata(self.ns.owner) if rec is not None else op["meta"]
+            attrs = rec.share_attributes(self.ns.owner) if rec is not None else None
             try:
                 e = await self._with_parents(
-                    op["path"], lambda: r.mkdir(op["path"], metadata=op["meta"])
+                    op["path"], lambda: r.mkdir(op["path"], metadata=meta, attributes=attrs)
                 )
             except AlreadyExists:
-                await r.set_properties(op["path"], metadata=op["meta"])
-                e = await r.stat(op["path"])
-            return {"file_id": e.file_id, "etag": e.etag}
+                await r.set_properties(op["path"], metadata=meta, attributes=attrs, is_dir=True)
+                e = await r.stat(op["path"], is_dir=True)
+            return {"file_id": e.file_id, "etag": e.etag, "attrs": e.attributes}
         if kind == "create":
             # Created as the file is now (size, attributes, mtime), not as it was when queued:
             # saves a resize and an attribute call for files written before the op applies.
             rec = self.ns.get(op["ino"])
             tgen0 = self._tgen.get(op["ino"], 0)
-            size, meta, mtime = 0, op["meta"], op.get("mtime")
+            size, meta, mtime, attrs = 0, op["meta"], op.get("mtime"), None
             if rec is not None and rec.kind == FILE:
-                size, meta, mtime = rec.size, rec.metadata(), rec.mtime_ns
+                size, meta, mtime = rec.size, rec.metadata(self.ns.owner), rec.mtime_ns
+                attrs = rec.share_attributes(self.ns.owner)
             e = await self._with_parents(
                 op["path"],
-                lambda: r.create_file(op["path"], size, metadata=meta, last_write_ns=mtime),
+                lambda: r.create_file(
+                    op["path"], size, metadata=meta, last_write_ns=mtime, attributes=attrs
+                ),
             )
             if rec is not None and self._tgen.get(op["ino"], 0) == tgen0:
                 self._set_low(op["ino"], None)  # a new file holds no stale content
-            return {"file_id": e.file_id, "etag": e.etag, "size": size}
+            return {"file_id": e.file_id, "etag": e.etag, "size": size, "attrs": e.attributes}
         if kind == "symlink":
             data = op["target"].encode()
             e = await self._with_parents(
                 op["path"],
                 lambda: r.create_file(
-                    op["path"], len(data), metadata=op["meta"], last_write_ns=op.get("mtime")
+                    op["path"],
+                    len(data),
+                    metadata=op["meta"],
+                    last_write_ns=op.get("mtime"),
+                    attributes=with_marker(None, True, False),
                 ),
             )
             await r.write(op["path"], 0, data)
             etag = await r.set_properties(op["path"], last_write_ns=op.get("mtime"))
             if self.ns.get(op["ino"]) is not None:
                 self.cache.set_remote_valid(op["ino"], len(data))
-            return {"file_id": e.file_id, "etag": etag, "size": len(data)}
+            return {"file_id": e.file_id, "etag": etag, "size": len(data), "attrs": e.attributes}
         if kind == "unlink":
             try:
                 await r.delete_file(op["path"])
@@ -506,14 +516,43 @@ class WriteBack:
             return await self._etag_after_rename(op)
         if kind == "setattr":
             try:
+                meta, attrs = await self._share_meta(op["ino"], op["path"], op.get("meta"))
+                rec = self.ns.get(op["ino"])
                 etag = await r.set_properties(
-                    op["path"], last_write_ns=op.get("mtime"), metadata=op.get("meta")
+                    op["path"],
+                    last_write_ns=op.get("mtime"),
+                    metadata=meta,
+                    attributes=attrs,
+                    is_dir=rec.is_dir if rec is not None else None,
                 )
             except NotFound:
                 return None
-            return {"etag": etag}
+            return {"etag": etag, "attrs": attrs}
         log.error("unknown queued operation %r dropped", kind)
         return None
+
+    async def _share_meta(
+        self, ino: int, path: str, fallback: dict[str, str] | None = None
+    ) -> tuple[dict[str, str] | None, str | None]:
+        """The metadata and SMB attributes (None: leave them) to write for `ino` now. Other
+        tools' metadata keys and the share's attributes are read first when this mount never
+        saw them (an entry known from a listing only): Set Metadata replaces every key."""
+        rec = self.ns.get(ino)
+        if rec is None:
+            return fallback, None
+        owner = self.ns.owner
+        if not rec.extra_known or (rec.attrs is None and not rec.posix_default(owner)):
+            try:
+                e = await self.remote.stat(path, is_dir=rec.is_dir)
+            except NotFound:
+                e = None
+            if e is not None:
+                rec.extra = {
+                    k: v for k, v in (e.metadata or {}).items() if k.lower() not in OUR_KEYS
+                }
+                rec.attrs = e.attributes
+                self.ns.update(ino, extra=rec.extra, extra_known=True, attrs=rec.attrs)
+        return rec.metadata(owner), rec.share_attributes(owner)
 
     async def _etag_after_rename(self, op: dict) -> dict | None:
         """A rename gives the file a new ETag on the share: record it as the version our
@@ -649,8 +688,15 @@ class WriteBack:
             size = rec.size
             ranges = [(o, min(n, size - o)) for o, n in self.cache.dirty_ranges(ino) if o < size]
             rsize = rsize0 = rec.remote_size
+            owner = self.ns.owner
             if rsize is None:  # the share lost it (or never had it): start again
-                await self.remote.create_file(path, 0, metadata=rec.metadata())
+                e = await self.remote.create_file(
+                    path,
+                    0,
+                    metadata=rec.metadata(owner),
+                    attributes=with_marker(None, not rec.posix_default(owner), False),
+                )
+                self.ns.update(ino, attrs=e.attributes)
                 rsize = 0
             if low0 is not None and low0 < rsize:
                 await self.remote.resize(path, low0, lease_id=lease)
@@ -660,7 +706,13 @@ class WriteBack:
                     await self.remote.resize(path, size, lease_id=lease)
                 except NotFound:
                     log.warning("%s vanished from the share while dirty here: recreating it", path)
-                    await self.remote.create_file(path, size, metadata=rec.metadata())
+                    e = await self.remote.create_file(
+                        path,
+                        size,
+                        metadata=rec.metadata(owner),
+                        attributes=with_marker(None, not rec.posix_default(owner), False),
+                    )
+                    self.ns.update(ino, attrs=e.attributes)
             if size != rsize0:
                 self.ns.update(ino, remote_size=size)
         # The share now reads as zeros wherever this file has no data here ([low0, size)
@@ -703,12 +755,17 @@ class WriteBack:
             rec = self.ns.get(ino)
             if rec is None:
                 raise Gone(ino)
+            meta, attrs = await self._share_meta(ino, path) if meta0 else (None, None)
             etag = await self.remote.set_properties(
                 path,
                 last_write_ns=rec.mtime_ns,
-                metadata=rec.metadata() if meta0 else None,
+                metadata=meta,
+                attributes=attrs,
                 lease_id=lease,
+                is_dir=False,
             )
+            if attrs is not None:
+                self.ns.update(ino, attrs=attrs)
 
         # 4. Bookkeeping: the share now holds [0, size) as snapshotted.
         truncated_since = self._tgen.get(ino, 0) != tgen0

@@ -307,15 +307,24 @@ class AzureFilesRemote(Remote):
 
     # ----------------------------------------------------------------- reading
 
-    async def stat(self, path: str) -> RemoteEntry:
+    async def stat(self, path: str, *, is_dir: bool | None = None) -> RemoteEntry:
         path = _norm(path)
         name = posixpath.basename(path)
+        if path and is_dir:
+            # a directory as far as the caller knows: ask for that first
+            try:
+                headers = await self._call(
+                    "get_directory_properties", path, self._sync_dir_props(path)
+                )
+                return entry_from_headers(name, True, headers)
+            except NotFound:
+                pass
         if path:
             try:
                 headers = await self._call("get_file_properties", path, self._sync_file_props(path))
                 return entry_from_headers(name, False, headers)
             except NotFound as exc:
-                if self._code(exc) not in _MAYBE_DIR:
+                if is_dir or self._code(exc) not in _MAYBE_DIR:
                     raise
             except RemoteError as exc:
                 if self._code(exc) != "ResourceTypeMismatch":
@@ -510,6 +519,7 @@ class AzureFilesRemote(Remote):
         *,
         metadata: dict[str, str] | None = None,
         last_write_ns: int | None = None,
+        attributes: str | None = None,
     ) -> RemoteEntry:
         path = _norm(path)
         self._check_writable("create_file", path)
@@ -519,7 +529,7 @@ class AzureFilesRemote(Remote):
             return self._shared.headers.of(
                 self._file(path).create_file,
                 size,
-                file_attributes="none",
+                file_attributes=attributes or "none",
                 file_creation_time="now",
                 file_last_write_time=lw,
                 file_permission="inherit",
@@ -533,20 +543,33 @@ class AzureFilesRemote(Remote):
         return _replace(entry, size=size, metadata=dict(metadata or {}))
 
     async def write(
-        self, path: str, offset: int, data: bytes, *, lease_id: str | None = None
+        self,
+        path: str,
+        offset: int,
+        data: bytes | memoryview,
+        *,
+        lease_id: str | None = None,
+        keep_mtime: bool = False,
     ) -> str:
         path = _norm(path)
         self._check_writable("write", path)
-        if not data:
+        if not len(data):
             return (await self.stat(path)).etag or ""
         etag = ""
         view = memoryview(data)
+        extra = {"file_last_write_mode": "preserve"} if keep_mtime else {}
         for start in range(0, len(data), MAX_RANGE):
-            chunk = bytes(view[start : start + MAX_RANGE])
+            # the transport sends bytes (requests takes other buffers for form data)
+            if isinstance(data, bytes) and len(data) <= MAX_RANGE:
+                chunk = data
+            else:
+                chunk = bytes(view[start : start + MAX_RANGE])
             at = offset + start
 
             def run(kw: dict[str, Any], chunk: bytes = chunk, at: int = at) -> str:
-                r = self._file(path).upload_range(chunk, at, len(chunk), **_lease_kw(kw, lease_id))
+                r = self._file(path).upload_range(
+                    chunk, at, len(chunk), **extra, **_lease_kw(kw, lease_id)
+                )
                 return r["etag"]
 
             etag = await self._call("upload_range", path, run)
@@ -602,19 +625,23 @@ class AzureFilesRemote(Remote):
         last_write_ns: int | None = None,
         metadata: dict[str, str] | None = None,
         lease_id: str | None = None,
+        attributes: str | None = None,
+        is_dir: bool | None = None,
     ) -> str:
         path = _norm(path)
         self._check_writable("set_properties", path)
-        if last_write_ns is None and metadata is None:
+        if last_write_ns is None and metadata is None and attributes is None:
             return (await self.stat(path)).etag or ""
         lw = format_smb_time(last_write_ns) if last_write_ns is not None else None
-        is_dir = path == ""
+        is_dir = is_dir or path == ""
         etag = ""
         if not is_dir:
             try:
-                if lw is not None:
+                if lw is not None or attributes is not None:
                     etag = await self._call(
-                        "set_http_headers", path, self._sync_file_times(path, lw, lease_id)
+                        "set_http_headers",
+                        path,
+                        self._sync_file_times(path, lw or "preserve", lease_id, attributes),
                     )
                 if metadata is not None:
                     etag = await self._call(
@@ -627,13 +654,13 @@ class AzureFilesRemote(Remote):
             except RemoteError as exc:
                 if self._code(exc) != "ResourceTypeMismatch":
                     raise
-        if lw is not None:
+        if lw is not None or attributes is not None:
 
             def run_times(kw: dict[str, Any]) -> str:
                 return self._dir(path).set_http_headers(
-                    file_attributes="preserve",
+                    file_attributes=attributes or "preserve",
                     file_creation_time="preserve",
-                    file_last_write_time=lw,
+                    file_last_write_time=lw or "preserve",
                     file_permission="preserve",
                     **kw,
                 )["etag"]
@@ -648,14 +675,15 @@ class AzureFilesRemote(Remote):
         return etag
 
     def _sync_file_times(
-        self, path: str, lw: str, lease_id: str | None
+        self, path: str, lw: str, lease_id: str | None, attributes: str | None = None
     ) -> Callable[[dict[str, Any]], str]:
         def run(kw: dict[str, Any]) -> str:
-            # Set File Properties: SMB attributes, creation time and permission are preserved;
-            # HTTP content headers (Content-Type/MD5…) are reset, as the REST API always does.
+            # Set File Properties: SMB attributes (unless given), creation time and permission
+            # are preserved; HTTP content headers (Content-Type/MD5…) are reset, as the REST
+            # API always does.
             return self._file(path).set_http_headers(
                 ContentSettings(),
-                file_attributes="preserve",
+                file_attributes=attributes or "preserve",
                 file_creation_time="preserve",
                 file_last_write_time=lw,
                 file_permission="preserve",
@@ -688,13 +716,20 @@ class AzureFilesRemote(Remote):
 
     # ----------------------------------------------------------------- directories
 
-    async def mkdir(self, path: str, *, metadata: dict[str, str] | None = None) -> RemoteEntry:
+    async def mkdir(
+        self,
+        path: str,
+        *,
+        metadata: dict[str, str] | None = None,
+        attributes: str | None = None,
+    ) -> RemoteEntry:
         path = _norm(path)
         self._check_writable("mkdir", path)
+        extra = {"file_attributes": attributes} if attributes else {}
 
         def run(kw: dict[str, Any]) -> Any:
             return self._shared.headers.of(
-                self._dir(path).create_directory, metadata=metadata, **kw
+                self._dir(path).create_directory, metadata=metadata, **extra, **kw
             )
 
         try:

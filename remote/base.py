@@ -136,8 +136,9 @@ class Remote(ABC):
 
     # --- reading
     @abstractmethod
-    async def stat(self, path: str) -> RemoteEntry:
-        """Properties of one file or directory, metadata included. NotFound if absent."""
+    async def stat(self, path: str, *, is_dir: bool | None = None) -> RemoteEntry:
+        """Properties of one file or directory, metadata included. NotFound if absent.
+        `is_dir`: what the caller believes it is (saves a call on a directory)."""
 
     @abstractmethod
     async def list_dir(self, path: str) -> list[RemoteEntry]:
@@ -156,14 +157,23 @@ class Remote(ABC):
         *,
         metadata: dict[str, str] | None = None,
         last_write_ns: int | None = None,
+        attributes: str | None = None,
     ) -> RemoteEntry:
-        """Create (or replace) a file of `size` zero bytes. Returns its new properties."""
+        """Create (or replace) a file of `size` zero bytes. Returns its new properties.
+        `attributes`: SMB attributes such as "Archive|NoScrubData" (default: none)."""
 
     @abstractmethod
     async def write(
-        self, path: str, offset: int, data: bytes, *, lease_id: str | None = None
+        self,
+        path: str,
+        offset: int,
+        data: bytes | memoryview,
+        *,
+        lease_id: str | None = None,
+        keep_mtime: bool = False,
     ) -> str:
         """Write bytes at offset (Put Range; split into <= 4 MiB calls). Returns the new ETag.
+        `keep_mtime`: the SMB last-write time stays as it is (else the service sets it to now).
 
         The file must already be at least offset+len(data) long (see `resize`)."""
 
@@ -185,17 +195,25 @@ class Remote(ABC):
         last_write_ns: int | None = None,
         metadata: dict[str, str] | None = None,
         lease_id: str | None = None,
+        attributes: str | None = None,
+        is_dir: bool | None = None,
     ) -> str:
-        """Set the SMB last-write time and/or replace the metadata. Returns the new ETag.
-
-        Works on files and directories."""
+        """Set the SMB last-write time, the SMB attributes and/or replace the metadata.
+        Returns the new ETag. Works on files and directories (`is_dir`, when the caller
+        knows, saves a call on a directory)."""
 
     @abstractmethod
     async def delete_file(self, path: str, *, lease_id: str | None = None) -> None: ...
 
     # --- directories
     @abstractmethod
-    async def mkdir(self, path: str, *, metadata: dict[str, str] | None = None) -> RemoteEntry:
+    async def mkdir(
+        self,
+        path: str,
+        *,
+        metadata: dict[str, str] | None = None,
+        attributes: str | None = None,
+    ) -> RemoteEntry:
         """Create a directory; AlreadyExists if present, NotFound if the parent is missing."""
 
     @abstractmethod
