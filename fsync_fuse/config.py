@@ -52,9 +52,21 @@ class MountConfig:
     io_timeout: float = 60.0
     exit_drain_timeout: float = 30.0
     poll_interval: float = 30.0
+    dir_cache_time: float | None = None  # None: see `listing_ttl`
     upload_leases: bool = False
     site_name: str = "site"
     creds: dict = field(default_factory=dict)
+
+    @property
+    def listing_ttl(self) -> float:
+        """How long a listing (and the kernel's copy of entries and attributes) is trusted.
+        The poller re-lists used directories every interval and tells the kernel what
+        changed, so by default one poll interval; without polling, --attr-timeout."""
+        if self.dir_cache_time is not None:
+            return self.dir_cache_time
+        if self.poll_interval > 0:
+            return max(self.attr_timeout, self.poll_interval)
+        return self.attr_timeout
 
 
 # Options mount(8)/mount.fuse3 may pass that mean nothing to us.

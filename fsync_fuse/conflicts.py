@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from fsync_fuse import names
 from fsync_fuse.attrs import Inode
 from fsync_fuse.namespace import Namespace
-from remote.base import NotFound, Remote, RemoteEntry
+from remote.base import AlreadyExists, NotFound, Remote, RemoteEntry
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +138,74 @@ class Conflicts:
             if self.on_change is not None:
                 self.on_change(rec.parent, aside)
         return True
+
+    async def place(
+        self, ino: int, rec: Inode, tmp: str, path: str, *, movable: bool
+    ) -> tuple[RemoteEntry, str]:
+        """Give our new file, created and filled at `tmp`, its name `path` without replacing
+        anything. When the name is taken (a file or directory another site created since we
+        listed), both are kept: the newer keeps the name, unless our inode may not move (a
+        queued operation still refers to its path: `movable` False), then theirs moves.
+        Returns ours (as the rename reported it) and the path it ended up at."""
+        for _ in range(3):
+            try:
+                return await self.remote.rename(tmp, path, replace=False), path
+            except AlreadyExists:
+                pass
+            try:
+                theirs = await self.remote.stat(path)
+            except NotFound:
+                continue  # gone again meanwhile: take the name
+            if await self._same_file(ino, rec, tmp, theirs, path):
+                # our own earlier create, replayed after a crash: nothing to keep twice
+                await self.remote.delete_file(tmp)
+                return theirs, path
+            return await self._resolve_new(rec, tmp, path, theirs, movable)
+        raise AlreadyExists(f"{path}: the name keeps being taken on the share")
+
+    async def _resolve_new(
+        self, rec: Inode, tmp: str, path: str, theirs: RemoteEntry, movable: bool
+    ) -> tuple[RemoteEntry, str]:
+        self._counted()
+        parent_path = path.rpartition("/")[0]
+        aside = await self._free_name(rec.parent, parent_path, rec.name)
+        aside_path = f"{parent_path}/{aside}" if parent_path else aside
+        theirs_newer = theirs.is_dir or (theirs.last_write_ns or 0) > rec.mtime_ns
+        if theirs_newer and movable:
+            log.warning(
+                "conflict: %s was created on the share too; the share's (newer) keeps the "
+                "name, this site's is kept as %r",
+                path,
+                aside,
+            )
+            entry = await self.remote.rename(tmp, aside_path, replace=False)
+            assert entry is not None
+            return entry, aside_path
+        log.warning(
+            "conflict: %s was created on the share too; this site's %s keeps the name, the "
+            "share's is kept as %r",
+            path,
+            "(newer)" if not theirs_newer else "(other operations wait on its name)",
+            aside,
+        )
+        await self.remote.rename(path, aside_path, replace=False)
+        if self.on_change is not None:
+            self.on_change(rec.parent, aside)
+        entry = await self.remote.rename(tmp, path, replace=False)
+        assert entry is not None
+        return entry, path
+
+    async def _same_file(
+        self, ino: int, rec: Inode, tmp: str, theirs: RemoteEntry, path: str
+    ) -> bool:
+        """Is the file at `path` our own (an earlier attempt of this create that renamed it
+        before a crash)? Only a small file of our size and mtime with our content is."""
+        if theirs.is_dir or theirs.size != rec.size or rec.size > CHUNK:
+            return False
+        if theirs.last_write_ns != rec.mtime_ns:
+            return False
+        ours = await self.remote.read(tmp, 0, rec.size)
+        return ours == await self.remote.read(path, 0, rec.size)
 
     async def _free_name(self, parent: int, parent_path: str, name: str) -> str:
         for n in range(0, 1000):

@@ -92,7 +92,7 @@ class FS(pyfuse3.Operations):
         lister: Lister,
         reader: Reader,
         *,
-        attr_timeout: float = 1.0,
+        attr_timeout: float = 1.0,  # the kernel's entry/attribute timeouts (the listing TTL)
         fsync_remote: bool = False,
         io_timeout: float = 60.0,
     ) -> None:
@@ -104,6 +104,7 @@ class FS(pyfuse3.Operations):
         self.io_timeout = io_timeout
         self.lookups: dict[int, int] = {}
         self.opened: dict[int, int] = {}
+        self.writers: dict[int, int] = {}  # ino -> open handles that may write
         self.handles: dict[int, Handle] = {}
         self._next_fh = 1
         self._kernel_cver: dict[int, int] = {}
@@ -125,6 +126,7 @@ class FS(pyfuse3.Operations):
         lister.referenced = self.referenced
         lister.in_use = self._is_open
         lister.on_merge = self._merged
+        wb.writing = lambda ino: self.writers.get(ino, 0) > 0
 
     # ------------------------------------------------------------------ helpers
     def referenced(self, ino: int) -> bool:
@@ -232,6 +234,11 @@ class FS(pyfuse3.Operations):
     def _name(self, raw: bytes) -> str:
         return names.decode(raw)
 
+    def _busy(self) -> None:
+        """A local change: background work holds back while they keep coming
+        (WriteBack.yield_to_burst)."""
+        self.wb.activity_at = trio.current_time()
+
     # ------------------------------------------------------------------ lookups
     @_errors
     async def lookup(self, parent_inode, name, ctx=None):
@@ -245,7 +252,8 @@ class FS(pyfuse3.Operations):
         if rec is None:
             prec = self.ns.get(parent_inode)
             if prec is not None and not self.lister.is_fresh(prec.listed_ns):
-                await self.lister.ensure(parent_inode, refresh_stale=True)
+                # a name the listing lacks: maybe created elsewhere since (--attr-timeout)
+                await self.lister.ensure(parent_inode, refresh_stale=True, strict=True)
                 rec = self.ns.lookup(parent_inode, text)
         if rec is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
@@ -269,6 +277,7 @@ class FS(pyfuse3.Operations):
 
     @_errors
     async def setattr(self, inode, attr, fields, fh, ctx):
+        self._busy()
         rec = self.ns.must(inode)
         is_file = rec.kind == FILE
         if fields.update_size:
@@ -306,6 +315,7 @@ class FS(pyfuse3.Operations):
 
     # ------------------------------------------------------------------ creating
     async def _new(self, parent, name, kind, mode, ctx, target=None) -> Inode:
+        self._busy()
         text = self._name(name)
         names.check(text)
         await self.lister.ensure(parent, refresh_stale=False)
@@ -354,6 +364,7 @@ class FS(pyfuse3.Operations):
     # ------------------------------------------------------------------ removing, renaming
     @_errors
     async def unlink(self, parent_inode, name, ctx):
+        self._busy()
         rec, purged = self.ns.remove(
             parent_inode,
             self._name(name),
@@ -366,14 +377,17 @@ class FS(pyfuse3.Operations):
 
     @_errors
     async def rmdir(self, parent_inode, name, ctx):
+        self._busy()
         text = self._name(name)
         child = self.ns.lookup(parent_inode, text)
         if child is not None and child.is_dir:
-            await self.lister.ensure(child.ino, refresh_stale=True)  # emptiness on the share too
+            # emptiness on the share too
+            await self.lister.ensure(child.ino, refresh_stale=True, strict=True)
         self.ns.remove(parent_inode, text, is_dir=True, referenced=self.referenced)
 
     @_errors
     async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
+        self._busy()
         if flags & pyfuse3.RENAME_EXCHANGE:
             log.info("refusing RENAME_EXCHANGE: the share cannot swap two entries atomically")
             raise pyfuse3.FUSEError(errno.EINVAL)
@@ -381,7 +395,7 @@ class FS(pyfuse3.Operations):
         await self.lister.ensure(parent_inode_new, refresh_stale=False)
         target = self.ns.lookup(parent_inode_new, new)
         if target is not None and target.is_dir:
-            await self.lister.ensure(target.ino, refresh_stale=True)
+            await self.lister.ensure(target.ino, refresh_stale=True, strict=True)
         _rec, victim, purged = self.ns.rename(
             parent_inode_old,
             self._name(name_old),
@@ -400,6 +414,8 @@ class FS(pyfuse3.Operations):
         self._next_fh += 1
         self.handles[fh] = Handle(ino, writable)
         self.opened[ino] = self.opened.get(ino, 0) + 1
+        if writable:
+            self.writers[ino] = self.writers.get(ino, 0) + 1
         return fh
 
     @_errors
@@ -452,6 +468,7 @@ class FS(pyfuse3.Operations):
 
     @_errors
     async def write(self, fh, off, buf):
+        self._busy()
         h = self.handles[fh]
         await self.cache.write(h.ino, off, buf, fetch=self.reader.fetcher(h.ino))
         self.ns.wrote(h.ino, off + len(buf))
@@ -469,6 +486,7 @@ class FS(pyfuse3.Operations):
 
     @_errors
     async def flush(self, fh):
+        self._busy()
         await self._commit(self.handles[fh])
 
     @_errors
@@ -489,8 +507,15 @@ class FS(pyfuse3.Operations):
 
     @_errors
     async def release(self, fh):
+        self._busy()
         h = self.handles.pop(fh)
         h.ra.reset()
+        if h.writable:
+            n = self.writers.get(h.ino, 0) - 1
+            if n > 0:
+                self.writers[h.ino] = n
+            else:
+                self.writers.pop(h.ino, None)
         await self._commit(h)
         left = self.opened.get(h.ino, 0) - 1
         if left > 0:

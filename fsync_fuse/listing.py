@@ -27,7 +27,7 @@ import trio
 
 from fsync_fuse.attrs import has_marker
 from fsync_fuse.groups import single_error
-from fsync_fuse.namespace import HIDDEN_PREFIX, FsError, MergeResult, Namespace
+from fsync_fuse.namespace import FsError, MergeResult, Namespace, is_hidden
 from remote.base import NotFound, Remote, RemoteEntry, RemoteError
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ class Lister:
         wb,
         *,
         ttl: float,
+        list_ttl: float | None = None,
         io_timeout: float = 60.0,
         stat_parallel: int = 16,
         referenced: Callable[[int], bool] = lambda ino: False,
@@ -57,7 +58,9 @@ class Lister:
         self.remote = remote
         self.cache = cache
         self.wb = wb
-        self.ttl_ns = int(ttl * 1e9)
+        self.ttl_ns = int(ttl * 1e9)  # lookups of names a listing lacks, emptiness checks
+        #: how long a listing answers readdir and lookups that find their name
+        self.list_ttl_ns = int((ttl if list_ttl is None else max(ttl, list_ttl)) * 1e9)
         self.io_timeout = io_timeout
         self.referenced = referenced
         self.on_merge = on_merge
@@ -80,16 +83,19 @@ class Lister:
             task_status.started()
             await trio.sleep_forever()
 
-    def is_fresh(self, listed_ns: int) -> bool:
-        return bool(listed_ns) and time.time_ns() - listed_ns < self.ttl_ns
+    def is_fresh(self, listed_ns: int, *, strict: bool = True) -> bool:
+        """Listed within --attr-timeout (`strict`) or within the listing TTL."""
+        ttl = self.ttl_ns if strict else self.list_ttl_ns
+        return bool(listed_ns) and time.time_ns() - listed_ns < ttl
 
-    async def ensure(self, ino: int, *, refresh_stale: bool) -> None:
-        """Make sure directory `ino` has a listing: load it if it never had one; when stale,
-        refresh now (`refresh_stale`) or in the background."""
+    async def ensure(self, ino: int, *, refresh_stale: bool, strict: bool = False) -> None:
+        """Make sure directory `ino` has a listing: load it if it never had one; when stale
+        (older than the listing TTL, or --attr-timeout if `strict`), refresh now
+        (`refresh_stale`) or in the background."""
         rec = self.ns.must(ino)
         if not rec.is_dir:
             raise FsError(errno.ENOTDIR)
-        if self.is_fresh(rec.listed_ns):
+        if self.is_fresh(rec.listed_ns, strict=strict):
             return
         if rec.listed_ns and (not refresh_stale or self.share_down):
             self.refresh_later(ino)
@@ -194,7 +200,7 @@ class Lister:
                 entries = [
                     e
                     for e in await self.remote.list_dir(path)
-                    if not e.name.startswith(HIDDEN_PREFIX)  # open files unlinked here
+                    if not is_hidden(e.name)  # files unlinked while open, new files
                 ]
                 if self.share_down:
                     log.info("share reachable again")

@@ -167,7 +167,15 @@ async def _serve(cfg: MountConfig, remote, ready: Callable[[str | None], None]) 
             log.info(
                 "resuming the queue of a previous run: %d operations, %d files", st.ops, st.files
             )
-        lister = Lister(ns, remote, cache, wb, ttl=cfg.attr_timeout, io_timeout=cfg.io_timeout)
+        lister = Lister(
+            ns,
+            remote,
+            cache,
+            wb,
+            ttl=cfg.attr_timeout,
+            list_ttl=cfg.listing_ttl,
+            io_timeout=cfg.io_timeout,
+        )
         reader = Reader(
             ns,
             cache,
@@ -183,7 +191,7 @@ async def _serve(cfg: MountConfig, remote, ready: Callable[[str | None], None]) 
             wb,
             lister,
             reader,
-            attr_timeout=cfg.attr_timeout,
+            attr_timeout=cfg.listing_ttl,
             fsync_remote=cfg.fsync_remote,
             io_timeout=cfg.io_timeout,
         )
@@ -193,7 +201,7 @@ async def _serve(cfg: MountConfig, remote, ready: Callable[[str | None], None]) 
             wb.leases = Leases(cache.env, remote)
         poller = Poller(ns, lister, interval=cfg.poll_interval)
         ops.poller = poller
-        ops.revalidator = Revalidator(ns, remote, cache, wb, ttl=cfg.attr_timeout)
+        ops.revalidator = Revalidator(ns, remote, cache, wb, ttl=cfg.attr_timeout, lister=lister)
         try:
             pyfuse3.init(ops, cfg.mountpoint, fuse_options(cfg))
         except RuntimeError as exc:

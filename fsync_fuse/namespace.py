@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -38,6 +39,15 @@ ROOT = 1  # pyfuse3.ROOT_INODE
 # A file removed while still open is renamed aside on the share under this prefix (at the
 # share root) so its readers can finish it; deleted when the inode is purged (S2-1).
 HIDDEN_PREFIX = ".fsync-unlinked-"
+# A new file is created on the share under this prefix (plus this cache's id and the inode),
+# filled, then renamed to its name without replacing anything: a file of that name created
+# elsewhere meanwhile is never overwritten, and other sites never see it half written.
+NEW_PREFIX = ".fsync-new-"
+
+
+def is_hidden(name: str) -> bool:
+    """Names of our own bookkeeping on the share, never shown in listings."""
+    return name.startswith(HIDDEN_PREFIX) or name.startswith(NEW_PREFIX)
 
 
 class FsError(OSError):
@@ -109,6 +119,12 @@ class Namespace:
         with env.begin(write=True) as txn:
             self._next_ino = _n(txn.get(b"next_ino", db=self.db_meta) or _k(ROOT + 1))
             self._next_dent = _n(txn.get(b"next_dent", db=self.db_meta) or _k(1))
+            sid = txn.get(b"site_id", db=self.db_meta)
+            if sid is None:
+                sid = secrets.token_hex(6).encode()
+                txn.put(b"site_id", sid, db=self.db_meta)
+            #: this cache's random id: names of our temporary files on the share
+            self.site_id = sid.decode()
             if txn.get(_k(ROOT), db=self.db_inodes) is None:
                 now = self.clock()
                 root = Inode(
@@ -229,6 +245,20 @@ class Namespace:
                 if rec is not None:
                     out.append((_n(key[8:16]), val[8:].decode(), rec))
         return out
+
+    def count_children(self, parent: int, limit: int) -> int:
+        """How many entries a directory has, counting at most `limit`."""
+        prefix = _k(parent)
+        n = 0
+        with self.env.begin() as txn:
+            cur = txn.cursor(db=self.db_order)
+            if not cur.set_range(prefix):
+                return 0
+            for key in cur.iternext(values=False):
+                if not key.startswith(prefix) or n >= limit:
+                    break
+                n += 1
+        return n
 
     def is_empty(self, parent: int) -> bool:
         prefix = _k(parent)
@@ -457,6 +487,12 @@ class Namespace:
             },
         )
         return ""
+
+    def new_path(self, path: str, ino: int) -> str:
+        """Where a new file is created on the share before it takes its name (NEW_PREFIX)."""
+        parent = path.rpartition("/")[0]
+        name = f"{NEW_PREFIX}{self.site_id}-{ino}"
+        return f"{parent}/{name}" if parent else name
 
     def hidden_path(self, ino: int) -> str | None:
         """The share path an orphan's content was renamed aside to, if any."""

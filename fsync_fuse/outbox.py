@@ -33,6 +33,7 @@ class Outbox:
         self.db = env.open_db(b"outbox")
         self._subject: Counter[int] = Counter()
         self._parent: Counter[int] = Counter()
+        self._victim: Counter[int] = Counter()  # inodes a pending rename replaces
         self._count = 0
         self._next_seq = 1
         #: bumped on every append: a listing taken at version v is stale if this moved
@@ -57,6 +58,10 @@ class Outbox:
             self._parent[d] += delta
             if self._parent[d] <= 0:
                 del self._parent[d]
+        if op.get("victim"):
+            self._victim[op["victim"]] += delta
+            if self._victim[op["victim"]] <= 0:
+                del self._victim[op["victim"]]
 
     def _notify(self) -> None:
         self._changed.set()
@@ -68,6 +73,11 @@ class Outbox:
     def is_subject(self, ino: int) -> bool:
         """An operation on this very inode (create, rename, removal, attributes) is pending."""
         return ino in self._subject
+
+    def only_op_on(self, ino: int) -> bool:
+        """Exactly one pending operation mentions this inode (as subject or as the file a
+        rename replaces): the head being applied, when the worker asks."""
+        return self._subject.get(ino, 0) == 1 and not self._victim.get(ino)
 
     def has_child_ops(self, ino: int) -> bool:
         """A pending operation adds, removes or renames an entry of this directory."""
@@ -113,6 +123,19 @@ class Outbox:
             if not cur.first():
                 return None
             return int.from_bytes(cur.key(), "big"), json.loads(cur.value())
+
+    def peek(self, after: int, limit: int) -> list[tuple[int, dict]]:
+        """Up to `limit` pending operations with a sequence number above `after`, in order."""
+        out: list[tuple[int, dict]] = []
+        with self.env.begin(db=self.db) as txn:
+            cur = txn.cursor()
+            if not cur.set_range(_seq_key(after + 1)):
+                return out
+            for key, raw in cur:
+                out.append((int.from_bytes(key, "big"), json.loads(raw)))
+                if len(out) >= limit:
+                    break
+        return out
 
     def remove(self, txn: lmdb.Transaction, seq: int) -> None:
         txn.delete(_seq_key(seq), db=self.db)

@@ -1,7 +1,9 @@
 """Close-to-open: an open() sees the share's latest version of a file.
 
 When what we know of a file is older than `ttl` (its directory was not listed and the file not
-checked since), open() `stat`s it on the share. A different version (ETag plus size, last-write
+checked since), open() asks the share: it re-lists the file's directory when that holds at
+most `list_max` entries (one call then revalidates every sibling, so reading a tree costs a
+listing per directory, not a call per file), else it `stat`s the file. A different version (ETag plus size, last-write
 time or FileId) bumps the inode's content version: clean cached blocks are dropped and the
 kernel's page cache is not kept (fs.py compares content versions at open). Files with local
 changes not uploaded yet, or with operations pending, keep their local state: the uploader's
@@ -14,7 +16,7 @@ import logging
 import time
 
 from fsync_fuse.attrs import FILE, Inode
-from fsync_fuse.namespace import Namespace
+from fsync_fuse.namespace import FsError, Namespace
 from fsync_fuse.writeback import Gone, WriteBack
 from remote.base import NotFound, Remote, RemoteError
 
@@ -22,11 +24,23 @@ log = logging.getLogger(__name__)
 
 
 class Revalidator:
-    def __init__(self, ns: Namespace, remote: Remote, cache, wb: WriteBack, *, ttl: float) -> None:
+    def __init__(
+        self,
+        ns: Namespace,
+        remote: Remote,
+        cache,
+        wb: WriteBack,
+        *,
+        ttl: float,
+        lister=None,
+        list_max: int = 1000,
+    ) -> None:
         self.ns, self.remote, self.cache, self.wb = ns, remote, cache, wb
         self.ttl_ns = int(ttl * 1e9)
+        self.lister = lister
+        self.list_max = list_max
         self._checked: dict[int, int] = {}  # ino -> time.time_ns() of the last stat at open
-        self.stats = {"checks": 0, "changed": 0}
+        self.stats = {"checks": 0, "changed": 0, "listed": 0}
 
     def _fresh(self, rec: Inode) -> bool:
         now = time.time_ns()
@@ -47,6 +61,23 @@ class Revalidator:
             or self._fresh(rec)
         ):
             return None
+        if self.lister is not None and self.ns.count_children(rec.parent, self.list_max + 1) <= (
+            self.list_max
+        ):
+            try:
+                await self.lister.refresh(rec.parent)
+            except (RemoteError, FsError) as exc:
+                log.debug("revalidating by listing failed (%s): using what we have", exc)
+                return None
+            parent = self.ns.get(rec.parent)
+            if parent is not None and time.time_ns() - parent.listed_ns < self.ttl_ns:
+                self.stats["listed"] += 1
+                new = self.ns.get(ino)
+                if new is None or new.cver == rec.cver:
+                    return None
+                self.stats["changed"] += 1
+                return new  # the merge dropped its clean blocks and told the kernel
+            # not listed (operations pending in the directory): ask for the file itself
         outbox = self.ns.outbox
         with outbox.watch() as v0:
             try:

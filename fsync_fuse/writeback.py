@@ -22,7 +22,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -32,6 +32,7 @@ from fsync_fuse.attrs import FILE, OUR_KEYS, with_marker
 from fsync_fuse.deadlines import Deadlines
 from fsync_fuse.groups import single_error
 from fsync_fuse.namespace import Namespace
+from fsync_fuse.opwindow import OpWindow
 from remote.base import (
     AlreadyExists,
     InvalidName,
@@ -45,6 +46,14 @@ from remote.base import (
 log = logging.getLogger(__name__)
 
 MAX_PUT = 4 * 1024 * 1024
+#: new files up to this size are created with their content (one Put Range)
+INLINE_MAX = MAX_PUT
+#: the mount counts as busy while local changes arrive less than this apart ...
+QUIET_GAP = 0.3
+#: ... and while it is busy the queue and the uploads wait, for at most this long, then run
+#: with at most this many operations (and uploads) at a time until it is quiet again
+BURST_HOLD = 10.0
+BURST_PARALLEL = 2
 #: backoff cap for refusals that may end (expired SAS, permissions, quota, a missing parent)
 MAX_REFUSED_BACKOFF = 300.0
 
@@ -124,6 +133,7 @@ class WriteBack:
         delay: float = 5.0,
         parallel_files: int = 8,
         parallel_ranges: int = 4,
+        parallel_ops: int = 8,
         max_backoff: float = 30.0,
     ) -> None:
         self.ns = ns
@@ -131,6 +141,8 @@ class WriteBack:
         self.remote = remote
         self.delay = delay
         self.parallel_ranges = parallel_ranges
+        self.parallel_files = parallel_files
+        self.parallel_ops = parallel_ops
         self.max_backoff = max_backoff
         self.lock = RWLock()
         self.outbox = ns.outbox
@@ -152,9 +164,13 @@ class WriteBack:
         self._wake = trio.Event()
         self._changed = trio.Event()
         self._drains = 0
+        self._urgent = 0  # fsync --fsync remote waiting: no holding back for bursts
+        #: trio time of the latest local change (fs.py sets it on every mutating request)
+        self.activity_at = -math.inf
+        self._busy_since: float | None = None
         self.scheduler_rounds = 0  # wake-ups of the upload scheduler (tests, status)
         self.last_error: str | None = None  # the uploads' latest failure (None after a success)
-        self.op_error: str | None = None  # why the head of the outbox is not applied
+        self._op_errors: dict[int, str] = {}  # seq -> why that queued operation is failing
         #: multi-site conflict check before each upload (conflicts.Conflicts), optional
         self.conflicts = None
         #: upload leases (leases.Leases), optional: an upload then holds the shared lock
@@ -166,6 +182,8 @@ class WriteBack:
         #: a change of the same file (same FileId) as another site's
         self._inflight: set[int] = set()
         self._lease: dict[int, str] = {}  # ino -> lease id held by its upload
+        #: is this inode open for writing here? (fs.py sets it)
+        self.writing: Callable[[int], bool] = lambda ino: False
         with ns.env.begin(db=self.db) as txn:
             for key, raw in txn.cursor():
                 rec = json.loads(raw)
@@ -320,8 +338,36 @@ class WriteBack:
         target = self._gen.get(ino, 0)
         self._due[ino] = trio.current_time()
         self._poke()
-        while ino in self._dirty and self._uploaded_gen.get(ino, -1) < target:
-            await self._changed.wait()
+        self._urgent += 1
+        try:
+            while ino in self._dirty and self._uploaded_gen.get(ino, -1) < target:
+                await self._changed.wait()
+        finally:
+            self._urgent -= 1
+
+    @property
+    def in_burst(self) -> bool:
+        """Local changes are arriving (see yield_to_burst)."""
+        return trio.current_time() - self.activity_at < QUIET_GAP
+
+    async def yield_to_burst(self) -> None:
+        """While local changes keep coming (`tar -x`, a build), let them have the machine:
+        the queue and the uploads wait until QUIET_GAP passes without a change, but for at
+        most BURST_HOLD per burst (then they run alongside until the next quiet moment).
+        Never when draining, for an fsync that waits for the share, or under dirty-data
+        pressure. Uploads sent after the burst also find files complete (one call less)."""
+        while not (self.draining or self._urgent or self._pressure()):
+            now = trio.current_time()
+            idle = now - self.activity_at
+            if idle >= QUIET_GAP:
+                self._busy_since = None
+                return
+            if self._busy_since is None:
+                self._busy_since = now
+            held = now - self._busy_since
+            if held >= BURST_HOLD:
+                return
+            await trio.sleep(min(QUIET_GAP - idle, BURST_HOLD - held))
 
     # ------------------------------------------------------------------ share paths
     def settled_path(self, ino: int) -> str | None:
@@ -369,16 +415,33 @@ class WriteBack:
         return min(self.max_backoff, 0.5 * 2 ** min(attempt, 10))
 
     async def _worker(self) -> None:
+        """Apply the outbox: operations independent of every earlier pending one run side
+        by side (opwindow.py), the rest in order."""
+        window = OpWindow(self.outbox, parallel=self.parallel_ops)
+        async with trio.open_nursery() as nursery:
+            while True:
+                if not len(self.outbox):
+                    await self.outbox.wait_until(lambda: len(self.outbox) > 0)
+                await self.yield_to_burst()
+                version = self.outbox.version
+                window.parallel = BURST_PARALLEL if self.in_burst else self.parallel_ops
+                for seq, op in window.ready():
+                    window.running.add(seq)
+                    nursery.start_soon(self._apply_op, window, seq, op)
+                # something changed: an op appended or finished (both bump the version)
+                await self.outbox.wait_until(lambda v=version: self.outbox.version != v)
+
+    async def _apply_op(self, window: OpWindow, seq: int, op: dict) -> None:
+        """One queued operation, retried until it is on the share (or can never be)."""
         attempt = 0
+        where = op.get("path") or op.get("src")
+        # renames and removals change paths uploads may be using: they wait for those
+        lock = (
+            self.lock.exclusive if op["op"] in ("rename", "unlink", "rmdir") else self.lock.shared
+        )
         while True:
-            head = self.outbox.head()
-            if head is None:
-                await self.outbox.wait_until(lambda: len(self.outbox) > 0)
-                continue
-            seq, op = head
-            where = op.get("path") or op.get("src")
             try:
-                async with self.lock.exclusive():
+                async with lock():
                     result = await self._apply(op)
             except (InvalidName, SourceMissing) as exc:
                 # can never succeed: the share cannot hold the name, or the file to rename
@@ -389,8 +452,8 @@ class WriteBack:
             except Exception as exc:  # noqa: BLE001 - every other failure is retried
                 # Transient failures and another site's lease end soon: short backoff. Any
                 # other refusal (expired SAS, permission, quota...) may end too (credentials
-                # renewed, quota raised): long backoff, blocking the queue, shown in status.
-                # Dropping it would break the ordering every later operation relies on.
+                # renewed, quota raised): long backoff, blocking what depends on it, shown in
+                # status. Dropping it would break the ordering later operations rely on.
                 quick = isinstance(exc, RemoteError) and (
                     exc.transient or isinstance(exc, LeaseConflict)
                 )
@@ -402,21 +465,27 @@ class WriteBack:
                 attempt += 1
                 what = "share unreachable" if quick else "refused by the share"
                 error = f"{op['op']} {where}: {what}: {exc}"
-                if error != self.op_error:
+                if error != self._op_errors.get(seq):
                     if isinstance(exc, RemoteError):
                         log.warning("%s; retrying (%d operations queued)", error, len(self.outbox))
                     else:
                         log.exception("%s; retrying", error)
                 else:
                     log.debug("%s; retrying in %.1fs", error, delay)
-                self.op_error = error
+                self._op_errors[seq] = error
                 self._notify()
                 await trio.sleep(delay)
                 continue
-            attempt = 0
-            self.op_error = None
+            self._op_errors.pop(seq, None)
+            window.done(seq)
             self.ns.op_done(seq, op, result)
             self._notify()
+            return
+
+    @property
+    def op_error(self) -> str | None:
+        """Why the oldest failing queued operation is not applied yet (None: none fails)."""
+        return self._op_errors[min(self._op_errors)] if self._op_errors else None
 
     async def _with_parents(self, path: str, call):
         """Run `call()`; if the share lacks the parent directory (deleted elsewhere, or never
@@ -450,41 +519,8 @@ class WriteBack:
                 await r.set_properties(op["path"], metadata=meta, attributes=attrs, is_dir=True)
                 e = await r.stat(op["path"], is_dir=True)
             return {"file_id": e.file_id, "etag": e.etag, "attrs": e.attributes}
-        if kind == "create":
-            # Created as the file is now (size, attributes, mtime), not as it was when queued:
-            # saves a resize and an attribute call for files written before the op applies.
-            rec = self.ns.get(op["ino"])
-            tgen0 = self._tgen.get(op["ino"], 0)
-            size, meta, mtime, attrs = 0, op["meta"], op.get("mtime"), None
-            if rec is not None and rec.kind == FILE:
-                size, meta, mtime = rec.size, rec.metadata(self.ns.owner), rec.mtime_ns
-                attrs = rec.share_attributes(self.ns.owner)
-            e = await self._with_parents(
-                op["path"],
-                lambda: r.create_file(
-                    op["path"], size, metadata=meta, last_write_ns=mtime, attributes=attrs
-                ),
-            )
-            if rec is not None and self._tgen.get(op["ino"], 0) == tgen0:
-                self._set_low(op["ino"], None)  # a new file holds no stale content
-            return {"file_id": e.file_id, "etag": e.etag, "size": size, "attrs": e.attributes}
-        if kind == "symlink":
-            data = op["target"].encode()
-            e = await self._with_parents(
-                op["path"],
-                lambda: r.create_file(
-                    op["path"],
-                    len(data),
-                    metadata=op["meta"],
-                    last_write_ns=op.get("mtime"),
-                    attributes=with_marker(None, True, False),
-                ),
-            )
-            await r.write(op["path"], 0, data)
-            etag = await r.set_properties(op["path"], last_write_ns=op.get("mtime"))
-            if self.ns.get(op["ino"]) is not None:
-                self.cache.set_remote_valid(op["ino"], len(data))
-            return {"file_id": e.file_id, "etag": etag, "size": len(data), "attrs": e.attributes}
+        if kind in ("create", "symlink"):
+            return await self._create(op)
         if kind == "unlink":
             try:
                 await r.delete_file(op["path"])
@@ -531,6 +567,114 @@ class WriteBack:
         log.error("unknown queued operation %r dropped", kind)
         return None
 
+    async def _create(self, op: dict) -> dict:
+        """Apply a queued create/symlink: the file is made under a temporary name as it is
+        *now* (size, attributes, mtime; a small quiet file with its content too, so it costs
+        three calls and needs no upload), then renamed to its name without replacing
+        anything (Conflicts.place: a file created elsewhere meanwhile is kept)."""
+        ino, path = op["ino"], op["path"]
+        rec = self.ns.get(ino)
+        tgen0 = self._tgen.get(ino, 0)
+        gen0 = self._gen.get(ino, 0)
+        owner = self.ns.owner
+        if op["op"] == "symlink":
+            content = op["target"].encode()
+            size, meta, mtime = len(content), op["meta"], op.get("mtime")
+            attrs = with_marker(None, True, False)
+        elif rec is not None and rec.kind == FILE:
+            content = None
+            size, meta, mtime = rec.size, rec.metadata(owner), rec.mtime_ns
+            attrs = rec.share_attributes(owner)
+        else:  # removed meanwhile: its removal follows in the queue
+            content, size, meta, mtime, attrs = None, 0, op["meta"], op.get("mtime"), None
+        inline = content is None and rec is not None and self._inline(ino, size)
+        tmp = self.ns.new_path(path, ino)
+        created = await self._with_parents(
+            path,
+            lambda: self.remote.create_file(
+                tmp, size, metadata=meta, last_write_ns=mtime, attributes=attrs
+            ),
+        )
+        tokens = []
+        if content:
+            await self.remote.write(tmp, 0, content, keep_mtime=True)
+        elif inline:
+            for off, n in self.cache.dirty_ranges(ino):
+                if off < size:
+                    data, token = self.cache.snapshot_range(ino, off, min(n, size - off))
+                    await self.remote.write(tmp, off, data, keep_mtime=True)
+                    tokens.append(token)
+        if self.conflicts is not None and rec is not None:
+            entry, where = await self.conflicts.place(
+                ino, rec, tmp, path, movable=self.outbox.only_op_on(ino)
+            )
+        else:
+            entry, where = await self.remote.rename(tmp, path, replace=False), path
+        if where != path:  # ours kept beside theirs: a local rename, nothing queued
+            moved = self.ns.detach(ino, where.rpartition("/")[2])
+            if moved is not None and self.conflicts is not None and self.conflicts.on_change:
+                self.conflicts.on_change(*moved)
+        if rec is not None and self._tgen.get(ino, 0) == tgen0:
+            if op["op"] == "symlink":
+                self.cache.set_remote_valid(ino, size)
+            else:
+                self._set_low(ino, None)  # a new file holds no stale content
+                if inline:
+                    # the share holds [0, size): remote_valid first, then clean (INVARIANTS)
+                    self.cache.set_remote_valid(ino, size)
+                    for token in tokens:
+                        self.cache.mark_clean(ino, token)
+                    if self._gen.get(ino, 0) == gen0 and not self._dirty_blocks(ino):
+                        self._forget(ino)  # committed with op_done
+                    else:
+                        self._uploaded_gen[ino] = gen0
+        attributes = entry.attributes if entry is not None else None
+        return {
+            "file_id": (entry.file_id if entry is not None else None) or created.file_id,
+            "etag": entry.etag if entry is not None else created.etag,
+            "size": size,
+            "attrs": attributes or created.attributes,
+        }
+
+    async def _recreate(self, ino: int, rec, path: str, size: int) -> None:
+        """The upload's file is not on the share (first upload after a conflict turned it
+        into a new file): create it, `size` zero bytes, the way `_create` does, never
+        replacing a file of that name. Ours moved aside instead: upload again (Restart)."""
+        owner = self.ns.owner
+        tmp = self.ns.new_path(path, ino)
+        created = await self.remote.create_file(
+            tmp,
+            size,
+            metadata=rec.metadata(owner),
+            last_write_ns=rec.mtime_ns,
+            attributes=with_marker(None, not rec.posix_default(owner), False),
+        )
+        if self.conflicts is not None:
+            entry, where = await self.conflicts.place(ino, rec, tmp, path, movable=True)
+        else:
+            entry, where = await self.remote.rename(tmp, path, replace=False), path
+        entry = entry or created
+        self.ns.update(
+            ino,
+            attrs=entry.attributes or created.attributes,
+            file_id=entry.file_id or created.file_id,
+            etag=entry.etag,
+            remote_size=size,
+        )
+        if where != path:
+            moved = self.ns.detach(ino, where.rpartition("/")[2])
+            if moved is not None and self.conflicts is not None and self.conflicts.on_change:
+                self.conflicts.on_change(*moved)
+            raise Restart(ino)
+
+    def _inline(self, ino: int, size: int) -> bool:
+        """Send a new file's content with its create: small, dirty, and done being
+        written (not open for writing, or quiet for the write-back delay)."""
+        if size > INLINE_MAX or ino not in self._dirty:
+            return False
+        due = self._due.get(ino)
+        return not self.writing(ino) or due is None or due <= trio.current_time()
+
     async def _share_meta(
         self, ino: int, path: str, fallback: dict[str, str] | None = None
     ) -> tuple[dict[str, str] | None, str | None]:
@@ -572,6 +716,10 @@ class WriteBack:
     async def _scheduler(self, nursery: trio.Nursery) -> None:
         while True:
             self.scheduler_rounds += 1
+            await self.yield_to_burst()
+            self._files_limiter.total_tokens = (
+                BURST_PARALLEL if self.in_burst and not self.draining else self.parallel_files
+            )
             for ino in self._due.take_due(trio.current_time(), self._running):
                 self._running.add(ino)
                 nursery.start_soon(self._upload_task, ino)
@@ -662,6 +810,8 @@ class WriteBack:
         # 1. Size: first down to the low-water mark (re-extended regions must read as zeros),
         #    then to the current size. Size and ranges are taken at the same instant.
         async with self.share_path(ino) as path:
+            if ino not in self._dirty:
+                return  # its create, applied while we waited, took the content along
             rec = self.ns.get(ino)
             if rec is None:
                 raise Gone(ino)
@@ -688,16 +838,9 @@ class WriteBack:
             size = rec.size
             ranges = [(o, min(n, size - o)) for o, n in self.cache.dirty_ranges(ino) if o < size]
             rsize = rsize0 = rec.remote_size
-            owner = self.ns.owner
             if rsize is None:  # the share lost it (or never had it): start again
-                e = await self.remote.create_file(
-                    path,
-                    0,
-                    metadata=rec.metadata(owner),
-                    attributes=with_marker(None, not rec.posix_default(owner), False),
-                )
-                self.ns.update(ino, attrs=e.attributes)
-                rsize = 0
+                await self._recreate(ino, rec, path, size)
+                rsize, low0 = size, None  # a new file: zeros, nothing stale to cut
             if low0 is not None and low0 < rsize:
                 await self.remote.resize(path, low0, lease_id=lease)
                 rsize = low0
@@ -705,14 +848,11 @@ class WriteBack:
                 try:
                     await self.remote.resize(path, size, lease_id=lease)
                 except NotFound:
+                    if self.conflicts is not None:
+                        # deleted since the conflict check: the next check keeps our version
+                        raise Restart(ino) from None
                     log.warning("%s vanished from the share while dirty here: recreating it", path)
-                    e = await self.remote.create_file(
-                        path,
-                        size,
-                        metadata=rec.metadata(owner),
-                        attributes=with_marker(None, not rec.posix_default(owner), False),
-                    )
-                    self.ns.update(ino, attrs=e.attributes)
+                    await self._recreate(ino, rec, path, size)
             if size != rsize0:
                 self.ns.update(ino, remote_size=size)
         # The share now reads as zeros wherever this file has no data here ([low0, size)

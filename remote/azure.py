@@ -756,18 +756,23 @@ class AzureFilesRemote(Remote):
 
     # ----------------------------------------------------------------- both
 
-    async def rename(self, src: str, dst: str, *, replace: bool = False) -> None:
+    async def rename(self, src: str, dst: str, *, replace: bool = False) -> RemoteEntry | None:
         src, dst = _norm(src), _norm(dst)
         self._check_writable("rename", src)
+        name = posixpath.basename(dst)
         try:
-            await self._call(
+            headers = await self._call(
                 "rename_file",
                 src,
-                lambda kw: self._file(src).rename_file(
-                    dst, overwrite=replace, ignore_read_only=replace, **kw
+                lambda kw: self._shared.headers.of(
+                    self._file(src).rename_file,
+                    dst,
+                    overwrite=replace,
+                    ignore_read_only=replace,
+                    **kw,
                 ),
             )
-            return
+            return entry_from_headers(name, False, headers, with_metadata=False)
         except NotFound as exc:
             if self._code(exc) not in _MAYBE_DIR:
                 raise
@@ -777,17 +782,19 @@ class AzureFilesRemote(Remote):
                 raise
             file_exc = exc
         try:
-            await self._call(
+            headers = await self._call(
                 "rename_directory",
                 src,
-                lambda kw: self._dir(src).rename_directory(dst, overwrite=replace, **kw),
+                lambda kw: self._shared.headers.of(
+                    self._dir(src).rename_directory, dst, overwrite=replace, **kw
+                ),
             )
+            return entry_from_headers(name, True, headers, with_metadata=False)
         except NotFound:
             if getattr(file_exc, "retried", 0):
                 # The file rename may have succeeded before its response was lost.
                 try:
-                    await self.stat(dst)
-                    return
+                    return await self.stat(dst)
                 except NotFound:
                     pass
             if not isinstance(file_exc, NotFound):

@@ -222,9 +222,10 @@ class Remote(ABC):
 
     # --- both
     @abstractmethod
-    async def rename(self, src: str, dst: str, *, replace: bool = False) -> None:
+    async def rename(self, src: str, dst: str, *, replace: bool = False) -> RemoteEntry | None:
         """Rename a file or a whole directory. With replace=False an existing dst is
-        AlreadyExists; with replace=True an existing file at dst is replaced."""
+        AlreadyExists; with replace=True an existing file at dst is replaced. Returns the
+        entry's new properties (ETag, FileId...; no metadata), None when not reported."""
 
     # --- leases (files only; Azure Files leases are infinite)
     @abstractmethod

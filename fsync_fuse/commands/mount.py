@@ -90,7 +90,18 @@ def register(subparsers) -> None:
         type=float,
         default=1.0,
         metavar="SECONDS",
-        help="how long the kernel and listings trust attributes (default 1)",
+        help="close-to-open: opening a file checks it against the share when it was last "
+        "checked longer ago than this; a lookup of a name not in a listing this old asks the "
+        "share again (default 1)",
+    )
+    p.add_argument(
+        "--dir-cache-time",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="how long ls and stat are answered from a listing (and the kernel's cache) "
+        "before the share is listed again; changes this mount learns of reach the kernel at "
+        "once (default: --poll-interval, or --attr-timeout when polling is off)",
     )
     p.add_argument(
         "--poll-interval",
@@ -225,6 +236,7 @@ def build_config(args) -> MountConfig:
         io_timeout=args.io_timeout,
         exit_drain_timeout=args.drain_timeout,
         poll_interval=args.poll_interval,
+        dir_cache_time=args.dir_cache_time,
         upload_leases=args.upload_leases,
         site_name=args.site_name or socket.gethostname().split(".")[0] or "site",
         creds=creds,

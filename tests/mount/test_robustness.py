@@ -247,7 +247,10 @@ def test_listed_tree_stays_usable_during_an_outage(mounter, fresh_emulator):
     share.put("top.txt", b"top")
     share.put("a/x.txt", b"x" * 5000)
     share.put("a/b/y.txt", b"y" * 7000)
-    m = mounter(emu.share_url("s23"), args=["--attr-timeout", "1", "--writeback-delay", "0.2"])
+    m = mounter(
+        emu.share_url("s23"),
+        args=["--attr-timeout", "1", "--dir-cache-time", "1", "--writeback-delay", "0.2"],
+    )
     mnt = m.mnt
     assert sorted(os.listdir(mnt)) == ["a", "top.txt"]
     assert sorted(os.listdir(mnt / "a")) == ["b", "x.txt"]

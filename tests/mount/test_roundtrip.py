@@ -178,7 +178,7 @@ def test_roundtrip(mounter, share, share_url):
 
 def test_changes_on_the_share_show_up(mounter, share, share_url):
     share.put("dir/first", b"1")
-    m = mounter(share_url, args=["--attr-timeout", "0.5"])
+    m = mounter(share_url, args=["--attr-timeout", "0.5", "--dir-cache-time", "0.5"])
     assert os.listdir(m.mnt / "dir") == ["first"]
     share.put("dir/second", b"22")
     share.put("dir/first", b"changed on the share")
