@@ -100,6 +100,18 @@ class Mount:
             self.abort()
             raise AssertionError(f"daemon did not exit after unmount:\n{self.log()}") from None
 
+    def sync_now(self, timeout: float = 60.0) -> None:
+        """`fsync-fuse sync-now MOUNTPOINT`: re-list everything now; asserts it succeeded."""
+        r = subprocess.run(
+            [sys.executable, "-m", "fsync_fuse", "sync-now", str(self.mnt)],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env=env(),
+            timeout=timeout,
+        )
+        assert r.returncode == 0, r.stderr
+
     def cli_unmount(self, *extra: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
         r = subprocess.run(
             [sys.executable, "-m", "fsync_fuse", "unmount", str(self.mnt), *extra],

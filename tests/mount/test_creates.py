@@ -7,26 +7,10 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import subprocess
-import sys
 
 import trio
 
-from tests.mount.helpers import REPO, env
-
 from .test_multisite import eventually, read, write
-
-
-def sync_now(m) -> None:
-    r = subprocess.run(
-        [sys.executable, "-m", "fsync_fuse", "sync-now", str(m.mnt)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env(),
-        timeout=60,
-    )
-    assert r.returncode == 0, r.stderr
 
 
 def test_small_new_files_cost_three_calls(mounter, share, share_url, emulator):
@@ -105,7 +89,7 @@ def test_create_keeps_a_file_created_elsewhere(mounter, share, share_url):
     st = json.loads(os.getxattr(b.mnt, "user.fsync.status"))
     assert st["conflicts"] == 3
 
-    sync_now(b)
+    b.sync_now()
     assert sorted(os.listdir(b.mnt)) == [
         "dirname",
         "dirname-siteB",

@@ -5,13 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 
 import pytest
-
-from tests.mount.helpers import REPO, env
 
 FAST = ["--poll-interval", "1", "--attr-timeout", "1", "--writeback-delay", "0.2"]
 
@@ -120,15 +116,7 @@ def test_sync_now_forces_a_pass(mounter, share_url, share):
     assert read(b.mnt / "dir" / "one.txt") == b"1"
     share.put("dir/two.txt", b"22")
     share.put("dir/one.txt", b"one, rewritten")
-    r = subprocess.run(
-        [sys.executable, "-m", "fsync_fuse", "sync-now", str(b.mnt)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env(),
-        timeout=60,
-    )
-    assert r.returncode == 0, r.stderr
+    b.sync_now()
     assert sorted(os.listdir(b.mnt / "dir")) == ["one.txt", "two.txt"]
     assert read(b.mnt / "dir" / "one.txt") == b"one, rewritten"
     assert read(b.mnt / "dir" / "two.txt") == b"22"
