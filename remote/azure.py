@@ -121,7 +121,10 @@ class _Shared:
     def __init__(self, options: AzureOptions) -> None:
         self.options = options
         self.session = requests.Session()
-        self.session.trust_env = options.trust_env
+        # Environment settings (proxies, NO_PROXY) are resolved once per endpoint
+        # (`use_proxies_for`), not per request: requests would also look for ~/.netrc
+        # on every call.
+        self.session.trust_env = False
         pool = max(options.max_concurrency + 4, 16)
         adapter = HTTPAdapter(
             pool_connections=4,
@@ -136,12 +139,17 @@ class _Shared:
             connection_timeout=options.connect_timeout,
             read_timeout=options.read_timeout,
             connection_data_block_size=options.block_size,
-            use_env_settings=options.trust_env,
+            use_env_settings=False,
         )
         self.limiter = trio.CapacityLimiter(options.max_concurrency)
         self.stats = _Stats()
         self.headers = _Headers()
         self.closed = False
+
+    def use_proxies_for(self, url: str) -> None:
+        """HTTP(S)_PROXY / NO_PROXY as they apply to this endpoint (when trust_env)."""
+        if self.options.trust_env:
+            self.session.proxies.update(requests.utils.get_environ_proxies(url))
 
     def client_kwargs(self) -> dict[str, Any]:
         o = self.options
@@ -228,6 +236,8 @@ class AzureFilesRemote(Remote):
         install_log_scrubber()
         self._owner = _shared is None
         self._shared = _shared or _Shared(options or AzureOptions())
+        if self._owner:
+            self._shared.use_proxies_for(account_url)
         self.options = self._shared.options
         self.account_url = account_url
         self.share_name = share
@@ -250,6 +260,10 @@ class AzureFilesRemote(Remote):
         self.use_public_listing = False
         #: Use download_file (body streamed outside the retry policy) instead of the raw GET.
         self.use_public_download = False
+        # Building a client costs ~10% of a call's CPU (pipeline, generated client): keep the
+        # recent ones. lru_cache is thread-safe; clients are called from worker threads.
+        self._file = functools.lru_cache(maxsize=512)(self._share.get_file_client)
+        self._dir = functools.lru_cache(maxsize=256)(self._share.get_directory_client)
 
     # ----------------------------------------------------------------- plumbing
 
@@ -258,12 +272,6 @@ class AzureFilesRemote(Remote):
         """Raw per-call counters: {"calls": {op: n}, "errors": {cls: n}, "http_requests",
         "retries"} — shared by a share and its snapshot views."""
         return self._shared.stats.snapshot()
-
-    def _file(self, path: str) -> ShareFileClient:
-        return self._share.get_file_client(path)
-
-    def _dir(self, path: str) -> ShareDirectoryClient:
-        return self._share.get_directory_client(path)
 
     async def _call(self, op: str, path: str, fn: Callable[[dict[str, Any]], T]) -> T:
         """Run fn(kw) in a worker thread; kw carries the per-call retry hook for the SDK."""

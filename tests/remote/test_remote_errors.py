@@ -259,3 +259,27 @@ async def test_no_secrets_in_logs_during_normal_use(emulator, share_name, caplog
         await r.aclose()
     assert caplog.records, "the SDK logs something at DEBUG; make sure we looked at it"
     _no_secret(caplog.text, _sig(sas), DEV_KEY)
+
+
+async def test_proxy_settings_apply_to_the_endpoint(emulator, share_name, monkeypatch):
+    """HTTP_PROXY is honoured, and NO_PROXY exempts the endpoint (both read once, at open)."""
+    from dataclasses import replace
+
+    from remote.base import Transient
+    from tests.remote.conftest import FAST
+
+    dead = "http://127.0.0.1:9"  # nothing listens on the discard port
+    url = emulator.share_url(share_name)
+    for k in ("http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(k, dead)
+    for k in ("no_proxy", "NO_PROXY"):
+        monkeypatch.setenv(k, "127.0.0.1")
+    r = await open_remote(url, options=FAST, env={})
+    try:
+        await r.create_file("through-no-proxy", 3)
+    finally:
+        await r.aclose()
+    for k in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(k)
+    with pytest.raises(Transient):
+        await open_remote(url, options=replace(FAST, retry_total=0), env={})
