@@ -522,6 +522,7 @@ class FS(pyfuse3.Operations):
             self.opened[h.ino] = left
         else:
             self.opened.pop(h.ino, None)
+            self.reader.closed(h.ino)
             self._maybe_purge(h.ino)
 
     # ------------------------------------------------------------------ directories
@@ -588,6 +589,7 @@ class FS(pyfuse3.Operations):
             out["poll"] = dict(self.poller.stats)
         if self.revalidator is not None:
             out["revalidate"] = dict(self.revalidator.stats)
+        out["read"] = dict(self.reader.stats)
         if self.wb.leases is not None:
             out["leases"] = dict(self.wb.leases.stats)
         return out

@@ -183,6 +183,7 @@ async def _serve(cfg: MountConfig, remote, ready: Callable[[str | None], None]) 
             wb,
             io_timeout=cfg.io_timeout,
             max_window=min(cfg.read_ahead, cfg.cache_size // 4),
+            recall_max=cfg.cache_size // 4,
         )
         ops = FS(
             ns,

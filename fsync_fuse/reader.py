@@ -8,6 +8,13 @@ remote's own retries, an unreachable share surfaces as an error the caller turns
 Sequential readers get a read-ahead window that doubles with every sequential read up to
 `max_window`, fetched as block-aligned chunks by several background tasks in parallel. The
 tasks of a handle live in one cancel scope: a seek cancels them.
+
+A file read at random that keeps missing the cache (RECALL_AFTER reads that had to fetch,
+none of them sequential) is *recalled*: the rest of it is fetched in the background, 4 MiB
+at a time, several in parallel, as Azure File Sync recalls a tiered file an application
+uses. Only files up to `recall_max` (a quarter of the cache) are; the recall stops when the
+last handle of the file is released. Each miss of a random reader otherwise waits for its
+own round trip, and a database or an archive is read in thousands of them.
 """
 
 from __future__ import annotations
@@ -24,6 +31,10 @@ from remote.base import NotFound, Remote, Transient
 log = logging.getLogger(__name__)
 
 
+RECALL_AFTER = 4
+RECALL_CHUNK = 4 << 20
+
+
 @dataclass
 class ReadState:
     """Per open handle: where a sequential reader would read next, and what is prefetched."""
@@ -33,6 +44,7 @@ class ReadState:
     window: int = 0
     ahead_end: int = 0
     scopes: set[trio.CancelScope] = field(default_factory=set)
+    random_misses: int = 0
 
     def reset(self) -> None:
         for scope in self.scopes:
@@ -54,6 +66,7 @@ class Reader:
         max_window: int,
         io_timeout: float = 60.0,
         parallel: int = 16,
+        recall_max: int = 0,
     ) -> None:
         self.ns = ns
         self.cache = cache
@@ -63,6 +76,9 @@ class Reader:
         self.io_timeout = io_timeout
         self._limiter = trio.CapacityLimiter(parallel)
         self._nursery: trio.Nursery | None = None
+        self.recall_max = recall_max
+        self._recalls: dict[int, trio.CancelScope] = {}  # ino -> its running recall
+        self.stats = {"recalls": 0, "recalled_bytes": 0}
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -111,9 +127,58 @@ class Reader:
         fsize = rec.size
         if off >= fsize or size <= 0:
             return b""
-        if state is not None:  # before our own read, so the read-ahead runs beside it
-            self._ahead(ino, state, off, min(size, fsize - off), fsize)
-        return await self.cache.read(ino, off, size, size=fsize, fetch=self.fetcher(ino))
+        if state is None:
+            return await self.cache.read(ino, off, size, size=fsize, fetch=self.fetcher(ino))
+        # before our own read, so the read-ahead runs beside it
+        self._ahead(ino, state, off, min(size, fsize - off), fsize)
+        fetch = self.fetcher(ino)
+        missed = False
+
+        async def counting(offset: int, length: int) -> bytes:
+            nonlocal missed
+            missed = True
+            return await fetch(offset, length)
+
+        data = await self.cache.read(ino, off, size, size=fsize, fetch=counting)
+        if missed and state.streak < 2:
+            state.random_misses += 1
+            if state.random_misses >= RECALL_AFTER:
+                self._recall(ino, fsize)
+        return data
+
+    def _recall(self, ino: int, fsize: int) -> None:
+        """Fetch the rest of a file read at random in the background (see the module doc)."""
+        if ino in self._recalls or self._nursery is None or not 0 < fsize <= self.recall_max:
+            return
+        scope = self._recalls[ino] = trio.CancelScope()
+        self.stats["recalls"] += 1
+        self._nursery.start_soon(self._recall_task, ino, fsize, scope)
+
+    async def _recall_task(self, ino: int, fsize: int, scope: trio.CancelScope) -> None:
+        try:
+            with scope:
+                log.debug("recalling inode %d (%d bytes): read at random", ino, fsize)
+                fetch = self.fetcher(ino)
+
+                async def chunk(off: int) -> None:
+                    async with self._limiter:
+                        await self.cache.prefetch(ino, off, RECALL_CHUNK, size=fsize, fetch=fetch)
+                    self.stats["recalled_bytes"] += min(RECALL_CHUNK, fsize - off)
+
+                async with trio.open_nursery() as n:
+                    for off in range(0, fsize, RECALL_CHUNK):
+                        n.start_soon(chunk, off)
+        except Exception as exc:  # noqa: BLE001 - a recall is best effort
+            log.debug("recall of inode %d stopped: %s", ino, exc)
+        finally:
+            if self._recalls.get(ino) is scope:
+                del self._recalls[ino]
+
+    def closed(self, ino: int) -> None:
+        """The last handle of `ino` was released: a recall of it stops."""
+        scope = self._recalls.pop(ino, None)
+        if scope is not None:
+            scope.cancel()
 
     def _ahead(self, ino: int, st: ReadState, off: int, n: int, fsize: int) -> None:
         # The kernel's own read-ahead sends several requests at once and they may arrive out

@@ -1,0 +1,52 @@
+"""A file read at random that keeps missing the cache is recalled whole in the background
+(reader.py); one larger than a quarter of the cache is not."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+
+from .test_multisite import eventually
+
+
+def random_reads(path, size: int, n: int, rnd: random.Random, want: bytes) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for _ in range(n):
+            off = rnd.randrange(0, size - 4096)
+            assert os.pread(fd, 4096, off) == want[off : off + 4096]
+    finally:
+        os.close(fd)
+
+
+def test_random_reader_gets_the_file_recalled(mounter, share, share_url):
+    rnd = random.Random(5)
+    small = rnd.randbytes(12 << 20)
+    big = rnd.randbytes(20 << 20)
+    share.put("small.bin", small)
+    share.put("big.bin", big)
+    m = mounter(share_url, args=["--cache-size", "64M", "--block-size", "256K"])
+
+    # a handle kept open while the recall runs (it stops when the last handle goes)
+    fd = os.open(m.mnt / "small.bin", os.O_RDONLY)
+    try:
+        random_reads(m.mnt / "small.bin", len(small), 12, rnd, small)
+        eventually(
+            lambda: os.getxattr(m.mnt / "small.bin", "user.fsync.state") == b"local",
+            what="recalled whole",
+        )
+    finally:
+        os.close(fd)
+    st = json.loads(os.getxattr(m.mnt, "user.fsync.status"))
+    assert st["read"]["recalls"] == 1
+    assert st["read"]["recalled_bytes"] == len(small)
+    with open(m.mnt / "small.bin", "rb") as fh:
+        assert fh.read() == small
+
+    # over a quarter of the cache: read at random, fetched block by block only
+    random_reads(m.mnt / "big.bin", len(big), 12, rnd, big)
+    assert os.getxattr(m.mnt / "big.bin", "user.fsync.state") == b"partial"
+    st = json.loads(os.getxattr(m.mnt, "user.fsync.status"))
+    assert st["read"]["recalls"] == 1
+    assert m.stop() == 0
