@@ -73,10 +73,15 @@ class DataFiles:
         self.root = root
         self.max_open = max_open
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._root = str(root)
         self._fds: OrderedDict[int, int] = OrderedDict()  # data_id -> fd
 
     def path(self, data_id: int) -> Path:
-        return self.root / f"{data_id & 0xFF:02x}" / f"{data_id:016x}"
+        return Path(self._path(data_id))
+
+    def _path(self, data_id: int) -> str:
+        # plain strings: this runs once per file a reader or writer touches
+        return f"{self._root}/{data_id & 0xFF:02x}/{data_id:016x}"
 
     def fd(self, data_id: int, *, create: bool = False) -> int:
         """An open O_RDWR fd; `create` also creates (and empties) a file for a new data id."""
@@ -85,12 +90,17 @@ class DataFiles:
         if fd is not None:
             fds.move_to_end(data_id)
             return fd
-        path = self.path(data_id)
+        path = self._path(data_id)
         flags = os.O_RDWR | os.O_CLOEXEC
         if create:
             flags |= os.O_CREAT | os.O_TRUNC
-            path.parent.mkdir(mode=0o700, exist_ok=True)
-        fd = os.open(path, flags, 0o600)
+        try:
+            fd = os.open(path, flags, 0o600)
+        except FileNotFoundError:
+            if not create:
+                raise
+            os.makedirs(path.rpartition("/")[0], mode=0o700, exist_ok=True)
+            fd = os.open(path, flags, 0o600)
         fds[data_id] = fd
         while len(fds) > self.max_open:
             _, old = fds.popitem(last=False)
@@ -108,12 +118,12 @@ class DataFiles:
     def unlink(self, data_id: int) -> None:
         self.close(data_id)
         try:
-            os.unlink(self.path(data_id))
+            os.unlink(self._path(data_id))
         except FileNotFoundError:
             pass
 
     def exists(self, data_id: int) -> bool:
-        return self.path(data_id).exists()
+        return os.path.exists(self._path(data_id))
 
     def fdatasync(self, data_id: int) -> None:
         fd = self._fds.get(data_id)
@@ -121,7 +131,7 @@ class DataFiles:
             os.fdatasync(fd)
             return
         try:
-            fd = os.open(self.path(data_id), os.O_RDWR | os.O_CLOEXEC)
+            fd = os.open(self._path(data_id), os.O_RDWR | os.O_CLOEXEC)
         except FileNotFoundError:
             return
         try:

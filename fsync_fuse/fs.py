@@ -127,6 +127,7 @@ class FS(pyfuse3.Operations):
         lister.in_use = self._is_open
         lister.on_merge = self._merged
         wb.writing = lambda ino: self.writers.get(ino, 0) > 0
+        reader.sync_remote_valid = self._sync_remote_valid
 
     # ------------------------------------------------------------------ helpers
     def referenced(self, ino: int) -> bool:

@@ -220,6 +220,12 @@ class Namespace:
             d = self._dentry(txn, parent, name)
         return (d[0], d[2]) if d else None
 
+    def entry_id(self, parent: int, name: str) -> int | None:
+        """The entry id (readdir order) of a directory entry."""
+        with self.env.begin() as txn:
+            d = self._dentry(txn, parent, name)
+        return d[1] if d else None
+
     def lookup(self, parent: int, name: str) -> Inode | None:
         """The entry named exactly `name` (lookups are case-sensitive; creates are not)."""
         with self.env.begin() as txn:

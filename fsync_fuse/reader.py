@@ -15,15 +15,23 @@ at a time, several in parallel, as Azure File Sync recalls a tiered file an appl
 uses. Only files up to `recall_max` (a quarter of the cache) are; the recall stops when the
 last handle of the file is released. Each miss of a random reader otherwise waits for its
 own round trip, and a database or an archive is read in thousands of them.
+
+Reading the files of a directory one after the other (`grep -r`, `tar -c`, a build) is the
+same pattern one level up: once DIR_AHEAD_AFTER files of a directory were read from their
+start in a row, the next small files of that directory (in listing order, up to DIR_AHEAD
+of them, each at most one block) are fetched in the background, and the window moves on as
+the reader reaches them. Small cold files otherwise cost a round trip each, one at a time.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 import trio
 
+from fsync_fuse.attrs import FILE
 from fsync_fuse.namespace import Namespace
 from fsync_fuse.writeback import Gone
 from remote.base import NotFound, Remote, Transient
@@ -33,6 +41,19 @@ log = logging.getLogger(__name__)
 
 RECALL_AFTER = 4
 RECALL_CHUNK = 4 << 20
+DIR_AHEAD_AFTER = 2
+DIR_AHEAD = 32
+DIR_AHEAD_GAP = 2.0  # seconds between two reads of a directory's files that still count
+
+
+@dataclass
+class _DirReader:
+    """Files of one directory being read in a row (see the module doc)."""
+
+    last: float = 0.0
+    streak: int = 0
+    upto: int = 0  # entry id the background fetches have reached
+    fetched: set[int] = field(default_factory=set)  # inodes fetched ahead, not read yet
 
 
 @dataclass
@@ -78,7 +99,10 @@ class Reader:
         self._nursery: trio.Nursery | None = None
         self.recall_max = recall_max
         self._recalls: dict[int, trio.CancelScope] = {}  # ino -> its running recall
-        self.stats = {"recalls": 0, "recalled_bytes": 0}
+        self._dirs: dict[int, _DirReader] = {}  # directory ino -> files read in a row
+        #: tells the cache how much of a clean file the share holds (fs.py sets it)
+        self.sync_remote_valid = lambda rec: None
+        self.stats = {"recalls": 0, "recalled_bytes": 0, "dir_ahead_files": 0}
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -140,6 +164,8 @@ class Reader:
             return await fetch(offset, length)
 
         data = await self.cache.read(ino, off, size, size=fsize, fetch=counting)
+        if off == 0:
+            self._dir_read(rec, missed)
         if missed and state.streak < 2:
             state.random_misses += 1
             if state.random_misses >= RECALL_AFTER:
@@ -173,6 +199,55 @@ class Reader:
         finally:
             if self._recalls.get(ino) is scope:
                 del self._recalls[ino]
+
+    def _dir_read(self, rec, missed: bool) -> None:
+        """A file was read from its start: count the directory's streak, move its window."""
+        d = self._dirs.get(rec.parent)
+        now = time.monotonic()
+        if d is None:
+            if not missed:
+                return
+            if len(self._dirs) > 256:
+                self._dirs.clear()
+            d = self._dirs[rec.parent] = _DirReader()
+        ahead = rec.ino in d.fetched
+        d.fetched.discard(rec.ino)
+        if now - d.last > DIR_AHEAD_GAP:
+            d.streak = 0
+        if not (missed or ahead):
+            return
+        d.last = now
+        d.streak += 1
+        if d.streak < DIR_AHEAD_AFTER or self._nursery is None:
+            return
+        if len(d.fetched) > DIR_AHEAD // 2:
+            return  # enough fetched and not read yet
+        after = max(d.upto, self.ns.entry_id(rec.parent, rec.name) or 0)
+        todo = []
+        for dent, _name, child in self.ns.children(rec.parent, after, DIR_AHEAD):
+            d.upto = dent
+            if (
+                child.kind == FILE
+                and child.remote_size is not None
+                and 0 < child.size <= self.cache.block_size
+                and not self.wb.busy(child.ino)
+                and self.cache.cached_bytes(child.ino) == 0
+            ):
+                todo.append(child)
+        for child in todo:
+            d.fetched.add(child.ino)
+            self.stats["dir_ahead_files"] += 1
+            self._nursery.start_soon(self._fetch_whole, child)
+
+    async def _fetch_whole(self, rec) -> None:
+        async with self._limiter:
+            try:
+                self.sync_remote_valid(rec)
+                await self.cache.prefetch(
+                    rec.ino, 0, rec.size, size=rec.size, fetch=self.fetcher(rec.ino)
+                )
+            except Exception as exc:  # noqa: BLE001 - read-ahead is best effort
+                log.debug("fetching inode %d ahead failed: %s", rec.ino, exc)
 
     def closed(self, ino: int) -> None:
         """The last handle of `ino` was released: a recall of it stops."""
