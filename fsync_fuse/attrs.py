@@ -85,6 +85,7 @@ class Inode:
     cver: int = 0  # bumped when the share's content changed under us (kernel cache no longer valid)
     extra_known: bool = True
     attrs: str | None = None
+    base_lw: int | None = None  # the share's last-write time of the version `etag` names
 
     def clone(self) -> Inode:
         """A copy to hand out (copy.copy is slow on slotted dataclasses); `extra` is shared,
@@ -110,6 +111,7 @@ class Inode:
             self.cver,
             self.extra_known,
             self.attrs,
+            self.base_lw,
         )
 
     @property
@@ -200,6 +202,7 @@ class Inode:
         ("cv", "cver", 0),
         ("xk", "extra_known", True),
         ("a", "attrs", None),
+        ("bl", "base_lw", None),
     )
 
     def encode(self) -> bytes:

@@ -53,7 +53,7 @@ class MountConfig:
     exit_drain_timeout: float = 30.0
     poll_interval: float = 30.0
     dir_cache_time: float | None = None  # None: see `listing_ttl`
-    upload_leases: bool = False
+    upload_leases: bool = True
     site_name: str = "site"
     creds: dict = field(default_factory=dict)
 

@@ -183,6 +183,11 @@ class FS(pyfuse3.Operations):
             rec = self.ns.get(ino)
             if rec is not None:
                 pyfuse3.invalidate_entry_async(dir_ino, rec.name.encode(), ignore_enoent=True)
+        for old_parent, name, ino in res.moved_in:
+            pyfuse3.invalidate_entry_async(old_parent, name.encode(), ignore_enoent=True)
+            rec = self.ns.get(ino)
+            if rec is not None:
+                pyfuse3.invalidate_entry_async(dir_ino, rec.name.encode(), ignore_enoent=True)
         for ino in [] if res.first else res.added:
             # the kernel may hold a negative entry for the new name
             rec = self.ns.get(ino)

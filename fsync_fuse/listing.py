@@ -213,7 +213,17 @@ class Lister:
                 def busy(i: int, v0: int = v0) -> bool:
                     return self.wb.busy(i) or outbox.touched_since(i, v0)
 
-                res = self.ns.merge_listing(ino, entries, metas, busy, self.referenced, self.in_use)
+                def queued(i: int, v0: int = v0) -> bool:
+                    """An operation carries this inode's path: it must not move."""
+                    return (
+                        outbox.is_subject(i)
+                        or outbox.has_child_ops(i)
+                        or outbox.touched_since(i, v0)
+                    )
+
+                res = self.ns.merge_listing(
+                    ino, entries, metas, busy, self.referenced, self.in_use, queued
+                )
             self._apply(res)
             if self.on_merge is not None:
                 self.on_merge(ino, res)

@@ -83,6 +83,8 @@ class MergeResult:
     removed: list[tuple[str, int]] = field(default_factory=list)  # (name, ino)
     purged: list[int] = field(default_factory=list)  # inodes gone for good (drop their cache)
     renamed: list[tuple[str, int]] = field(default_factory=list)  # (old name, ino) moved here
+    #: (old parent, old name, ino): moved here from another directory on the share
+    moved_in: list[tuple[int, str, int]] = field(default_factory=list)
     first: bool = False  # the directory's first listing (the kernel cannot know any name yet)
 
 
@@ -110,6 +112,7 @@ class Namespace:
         self.db_order = env.open_db(b"dirorder")
         self.db_meta = env.open_db(b"nsmeta")
         self.db_orphans = env.open_db(b"orphans")
+        self.db_fileids = env.open_db(b"fileids")
         self.outbox = Outbox(env)
         self._pending: dict[int, Inode] = {}  # write-behind records (see `wrote`)
         #: write-behind records of other modules in this env: (db, key) -> value or None
@@ -684,6 +687,8 @@ class Namespace:
             for k, v in fields.items():
                 setattr(rec, k, v)
             self._put(tx, rec)
+            if fields.get("file_id"):
+                self._index_fid(tx, rec)
         return rec
 
     # ------------------------------------------------------------------ the write-back worker
@@ -702,10 +707,13 @@ class Namespace:
                     rec.file_id = result.get("file_id") or rec.file_id
                     rec.etag = result.get("etag") or rec.etag
                     rec.attrs = result.get("attrs") or rec.attrs
+                    rec.base_lw = result.get("lw") or rec.base_lw
                     self._put(tx, rec)
+                    self._index_fid(tx, rec)
             elif rec is not None and result and result.get("etag"):
                 rec.etag = result["etag"]
                 rec.attrs = result.get("attrs") or rec.attrs
+                rec.base_lw = result.get("lw") or rec.base_lw
                 self._put(tx, rec)
         self.outbox.removed(op)
 
@@ -766,6 +774,7 @@ class Namespace:
         busy: Callable[[int], bool],
         referenced: Callable[[int], bool],
         in_use: Callable[[int], bool] = lambda ino: False,
+        queued: Callable[[int], bool] | None = None,
     ) -> MergeResult:
         """Make a directory's children match a fresh share listing.
 
@@ -774,7 +783,14 @@ class Namespace:
         `busy` (dirty content or pending operations) keep their local state: the queue will
         bring the share in line with them. Files `in_use` (open) whose content changed keep
         the version their readers see; a listing after the last close takes the new one.
+
+        An entry whose FileId a local inode has, under another name here or in another
+        directory, was renamed or moved on the share: the inode follows (cached content and
+        dirty data too), unless it or something below it is `queued` (a pending operation
+        carries its old path). A dirty file that followed keeps its base version if the
+        rename is all that changed (same size and last-write time as its base).
         """
+        queued = queued or busy
         res = MergeResult()
         now = self.clock()
         with self._write() as tx:
@@ -810,7 +826,8 @@ class Namespace:
                 have = local.get(folded)
                 moved = gone_ids.pop(e.file_id, None) if have is None and e.file_id else None
                 if moved is not None and not (
-                    busy(moved[1]) or self._busy_below(tx.txn, self.must(moved[1], tx.txn), busy)
+                    queued(moved[1])
+                    or self._busy_below(tx.txn, self.must(moved[1], tx.txn), queued)
                 ):
                     old_folded, ino, old_name = moved
                     rec = self.must(ino, tx.txn)
@@ -818,11 +835,18 @@ class Namespace:
                         self._del_dentry(tx, dir_ino, old_name)
                         self._add_dentry(tx, dir_ino, e.name, ino)
                         rec.name = e.name
+                        self._followed(rec, e, busy)
                         local.pop(old_folded, None)
                         local[folded] = (ino, e.name)
                         have = (ino, e.name)
                         res.renamed.append((old_name, ino))
                         self._put(tx, rec)
+                elif have is None and e.file_id:
+                    came = self._moved_here(tx, dir_ino, e, queued, busy)
+                    if came is not None:
+                        old_parent, old_name, ino = came
+                        local[folded] = have = (ino, e.name)
+                        res.moved_in.append((old_parent, old_name, ino))
                 rec = self.get(have[0], tx.txn) if have else None
                 if rec is not None and (rec.is_dir != e.is_dir):
                     if busy(rec.ino) or self._busy_below(tx.txn, rec, busy):
@@ -844,6 +868,7 @@ class Namespace:
                     )
                     self._fill(rec, e, meta)
                     self._put(tx, rec)
+                    self._index_fid(tx, rec)
                     self._add_dentry(tx, dir_ino, e.name, rec.ino)
                     res.added.append(rec.ino)
                     continue
@@ -860,11 +885,14 @@ class Namespace:
                 if content_changed and in_use(rec.ino):
                     continue
                 if e.etag != rec.etag or not rec.meta_known or meta is not None:
+                    fid = rec.file_id
                     self._fill(rec, e, meta)
                     if content_changed:
                         rec.cver += 1
                         res.changed.append(rec)
                     self._put(tx, rec)
+                    if rec.file_id != fid:
+                        self._index_fid(tx, rec)
             for folded, (ino, nm) in local.items():
                 if folded in seen:
                     continue
@@ -957,11 +985,64 @@ class Namespace:
         rec.remote_size = rec.size
         rec.file_id = src.file_id or rec.file_id
         rec.etag = src.etag
+        rec.base_lw = src.last_write_ns
         if src.last_write_ns:
             rec.mtime_ns = src.last_write_ns
         rec.ctime_ns = src.change_ns or rec.mtime_ns
         if rec.kind == LINK and rec.etag != old_etag:
             rec.target = None  # read again on readlink
+
+    def _followed(self, rec: Inode, e, busy: Callable[[int], bool]) -> None:
+        """`rec` was renamed on the share to entry `e`. A dirty file's base version is the
+        renamed file if nothing but the name changed (the service gives it a new ETag)."""
+        if (
+            busy(rec.ino)
+            and not rec.is_dir
+            and rec.base_lw
+            and e.size == rec.remote_size
+            and e.last_write_ns == rec.base_lw
+        ):
+            rec.etag = e.etag
+
+    def _moved_here(
+        self,
+        tx: _Tx,
+        dir_ino: int,
+        e,
+        queued: Callable[[int], bool],
+        busy: Callable[[int], bool],
+    ) -> tuple[int, str, int] | None:
+        """An entry new here whose FileId a live inode of another directory has: it was
+        moved on the share. Moves the inode here; returns (old parent, old name, ino)."""
+        raw = tx.txn.get(e.file_id.encode(), db=self.db_fileids)
+        if raw is None:
+            return None
+        ino = _n(raw)
+        rec = self.get(ino, tx.txn)
+        if (
+            rec is None
+            or rec.file_id != e.file_id  # a stale index entry
+            or rec.parent in (0, dir_ino)
+            or rec.is_dir != e.is_dir
+            or rec.remote_size is None
+            or queued(ino)
+            or self._busy_below(tx.txn, rec, queued)
+            or (rec.is_dir and self._is_ancestor(tx.txn, ino, dir_ino))
+        ):
+            return None
+        old_parent, old_name = rec.parent, rec.name
+        self._del_dentry(tx, old_parent, old_name)
+        self._add_dentry(tx, dir_ino, e.name, ino)
+        rec.parent, rec.name = dir_ino, e.name
+        self._followed(rec, e, busy)
+        self._put(tx, rec)
+        return old_parent, old_name, ino
+
+    def _index_fid(self, tx: _Tx, rec: Inode) -> None:
+        """FileId -> inode, to recognise moves across directories (entries are checked
+        against the inode's record when read: a stale one is ignored)."""
+        if rec.file_id:
+            tx.txn.put(rec.file_id.encode(), _k(rec.ino), db=self.db_fileids)
 
     def _busy_below(self, txn: lmdb.Transaction, rec: Inode, busy: Callable[[int], bool]) -> bool:
         if not rec.is_dir:

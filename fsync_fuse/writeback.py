@@ -132,7 +132,7 @@ class WriteBack:
         *,
         delay: float = 5.0,
         parallel_files: int = 8,
-        parallel_ranges: int = 4,
+        parallel_ranges: int = 8,
         parallel_ops: int = 8,
         max_backoff: float = 30.0,
     ) -> None:
@@ -634,6 +634,7 @@ class WriteBack:
             "etag": entry.etag if entry is not None else created.etag,
             "size": size,
             "attrs": attributes or created.attributes,
+            "lw": (entry.last_write_ns if entry is not None else None) or mtime,
         }
 
     async def _recreate(self, ino: int, rec, path: str, size: int) -> None:
@@ -660,6 +661,7 @@ class WriteBack:
             file_id=entry.file_id or created.file_id,
             etag=entry.etag,
             remote_size=size,
+            base_lw=entry.last_write_ns or rec.mtime_ns,
         )
         if where != path:
             moved = self.ns.detach(ino, where.rpartition("/")[2])
@@ -710,7 +712,7 @@ class WriteBack:
         except NotFound:
             return None
         if e.file_id == rec.file_id and e.size == rec.remote_size:
-            return {"etag": e.etag}
+            return {"etag": e.etag, "lw": e.last_write_ns}
         return None
 
     async def _scheduler(self, nursery: trio.Nursery) -> None:
@@ -896,9 +898,10 @@ class WriteBack:
             if rec is None:
                 raise Gone(ino)
             meta, attrs = await self._share_meta(ino, path) if meta0 else (None, None)
+            lw = rec.mtime_ns
             etag = await self.remote.set_properties(
                 path,
-                last_write_ns=rec.mtime_ns,
+                last_write_ns=lw,
                 metadata=meta,
                 attributes=attrs,
                 lease_id=lease,
@@ -918,7 +921,7 @@ class WriteBack:
             self._inflight.discard(ino)
             if ino in self._dirty:
                 self._persist(ino, self._dirty[ino])  # written by the update below
-        self.ns.update(ino, etag=etag, remote_size=size)
+        self.ns.update(ino, etag=etag, remote_size=size, base_lw=lw)
         self.outbox.touch(ino)
         self._uploaded_gen[ino] = gen0
         self._notify()

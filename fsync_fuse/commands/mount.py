@@ -119,9 +119,11 @@ def register(subparsers) -> None:
     )
     p.add_argument(
         "--upload-leases",
-        action="store_true",
-        help="lease each file on the share while uploading it, so no other site writes it "
-        "between our conflict check and our last write (2 more calls per upload)",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="lease a file on the share from the conflict check to the end of its upload, so "
+        "no other site writes it in between (default on; two more calls per upload of a file "
+        "already on the share; new files need none)",
     )
     p.add_argument(
         "--fsync",

@@ -166,7 +166,7 @@ def drain(m) -> None:
 @pytest.mark.parametrize("leases", [False, True], ids=["plain", "leases"])
 def test_simultaneous_edits_keep_both_versions(mounter, share_url, share, leases):
     slow = ["--poll-interval", "1", "--attr-timeout", "1", "--writeback-delay", "60"]
-    slow += ["--upload-leases"] if leases else []
+    slow += [] if leases else ["--no-upload-leases"]
     a = mounter(share_url, "a", "cache-a", [*slow, "--site-name", "siteA"])
     b = mounter(share_url, "b", "cache-b", [*slow, "--site-name", "siteB"])
     A, B = a.mnt, b.mnt
@@ -261,7 +261,7 @@ def test_three_sites_random_edits_lose_nothing(mounter, share_url, share, leases
     seed = random.randrange(1 << 30)
     rnd = random.Random(seed)
     slow = ["--poll-interval", "1", "--attr-timeout", "1", "--writeback-delay", "60"]
-    slow += ["--upload-leases"] if leases else []
+    slow += [] if leases else ["--no-upload-leases"]
     sites = {
         s: mounter(share_url, s, f"cache-{s}", [*slow, "--site-name", s]) for s in ("x", "y", "z")
     }
