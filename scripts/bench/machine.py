@@ -49,12 +49,13 @@ def can_drop_caches() -> bool:
 
 
 def rss_bytes(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM (peak) of a process, in bytes."""
+    """VmRSS, VmHWM (peak), RssAnon (the process's own memory) and RssFile (mapped files,
+    such as an LMDB index: page cache the kernel can reclaim) of a process, in bytes."""
     out: dict[str, int] = {}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
+            if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
                 out[key] = int(rest.split()[0]) * 1024
     return out
 

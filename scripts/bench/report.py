@@ -44,6 +44,8 @@ ROWS = [
     Row("metadata/warm", "6 find + stat, warm", "time"),
     Row("memory/list", "7 find + stat over the large namespace", "time"),
     Row("memory/rss", "7 daemon RSS after listing it", "mem"),
+    Row("memory/anon", "7 ... of which the daemon's own memory (RssAnon)", "mem"),
+    Row("memory/file", "7 ... of which mapped files: the LMDB index, page cache (RssFile)", "mem"),
 ]
 ROW_BY_KEY = {r.key: r for r in ROWS}
 

@@ -614,6 +614,10 @@ def memory(b: Bench, share: str) -> None:
                     entries=found["entries"],
                 )
                 log_value("memory/rss", name, v, "MiB")
+                if "RssAnon" in mem:
+                    for row, key in (("memory/anon", "RssAnon"), ("memory/file", "RssFile")):
+                        v = b.results.add(row, name, 0.0, bytes=mem[key])
+                        log_value(row, name, v, "MiB")
                 b.results.verify("memory/list", name, found == expect, json.dumps(found))
             finally:
                 m.stop()
