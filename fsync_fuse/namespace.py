@@ -72,6 +72,8 @@ class _Tx:
     txn: lmdb.Transaction
     ops: list[dict] = field(default_factory=list)
     records: dict[int, Inode | None] = field(default_factory=dict)  # for the LRU, at commit
+    changed: bool = False  # something was written (set by the helpers below)
+    discard_unchanged: bool = False  # abort instead of committing when nothing changed
 
 
 @dataclass
@@ -147,13 +149,18 @@ class Namespace:
 
     # ------------------------------------------------------------------ transactions
     @contextmanager
-    def _write(self) -> Iterator[_Tx]:
-        tx = _Tx(self.env.begin(write=True))
+    def _write(self, *, discard_unchanged: bool = False) -> Iterator[_Tx]:
+        tx = _Tx(self.env.begin(write=True), discard_unchanged=discard_unchanged)
         try:
             yield tx
         except BaseException:
             tx.txn.abort()
             raise
+        if tx.discard_unchanged and not tx.changed:
+            # a listing that changed nothing: no synced commit for it (write-behind records
+            # it left in `_pending` go with the next transaction)
+            tx.txn.abort()
+            return
         for rec in self._pending.values():
             tx.txn.put(_k(rec.ino), rec.encode(), db=self.db_inodes)
             tx.records[rec.ino] = rec
@@ -311,11 +318,13 @@ class Namespace:
 
     # ------------------------------------------------------------------ low-level writes
     def _put(self, tx: _Tx, rec: Inode) -> None:
+        tx.changed = True
         self._pending.pop(rec.ino, None)
         tx.records[rec.ino] = rec.clone()
         tx.txn.put(_k(rec.ino), rec.encode(), db=self.db_inodes)
 
     def _add_dentry(self, tx: _Tx, parent: int, name: str, ino: int) -> None:
+        tx.changed = True
         dent = self._next_dent
         self._next_dent += 1
         tx.txn.put(
@@ -328,6 +337,7 @@ class Namespace:
         raw = tx.txn.get(key, db=self.db_dentries)
         if raw is None:
             return
+        tx.changed = True
         tx.txn.delete(key, db=self.db_dentries)
         tx.txn.delete(_k(parent) + raw[8:16], db=self.db_order)
 
@@ -358,6 +368,7 @@ class Namespace:
     ) -> None:
         """An inode lost its entry: keep it as an orphan while referenced, else delete it.
         `hidden`: the share path its content was renamed aside to (see `_remove_op`)."""
+        tx.changed = True
         if referenced(rec.ino):
             rec.parent = 0
             self._put(tx, rec)
@@ -733,6 +744,7 @@ class Namespace:
             return self._delete_tree(tx, ino)
 
     def _delete_tree(self, tx: _Tx, ino: int) -> list[int]:
+        tx.changed = True
         gone: list[int] = []
         stack = [ino]
         while stack:
@@ -793,7 +805,7 @@ class Namespace:
         queued = queued or busy
         res = MergeResult()
         now = self.clock()
-        with self._write() as tx:
+        with self._write(discard_unchanged=True) as tx:
             drec = self.get(dir_ino, tx.txn)
             if drec is None or not drec.is_dir:
                 return res
@@ -908,7 +920,11 @@ class Namespace:
                 res.removed.append((nm, ino))
                 res.purged += self._orphan_tree(tx, rec, referenced)
             drec.listed_ns = now
-            self._put(tx, drec)
+            if tx.changed:
+                self._put(tx, drec)
+            else:  # nothing else changed: the time of the listing is write-behind
+                self._pending[dir_ino] = drec
+                self._lru.pop(dir_ino, None)
         return res
 
     def refresh_entry(self, ino: int, entry, busy: Callable[[int], bool]) -> Inode | None:
@@ -1042,6 +1058,7 @@ class Namespace:
         """FileId -> inode, to recognise moves across directories (entries are checked
         against the inode's record when read: a stale one is ignored)."""
         if rec.file_id:
+            tx.changed = True
             tx.txn.put(rec.file_id.encode(), _k(rec.ino), db=self.db_fileids)
 
     def _busy_below(self, txn: lmdb.Transaction, rec: Inode, busy: Callable[[int], bool]) -> bool:
@@ -1067,7 +1084,7 @@ class Namespace:
         """An entry vanished from the share: delete it (and its subtree) unless referenced."""
         if referenced(rec.ino):
             rec.parent = 0
-            self._put(tx, rec)
+            self._put(tx, rec)  # marks the transaction changed
             tx.txn.put(_k(rec.ino), b"", db=self.db_orphans)
             return []
         return self._delete_tree(tx, rec.ino)

@@ -52,8 +52,8 @@ INLINE_MAX = MAX_PUT
 QUIET_GAP = 0.3
 #: ... and while it is busy the queue and the uploads wait, for at most this long, then run
 #: with at most this many operations (and uploads) at a time until it is quiet again
-BURST_HOLD = 10.0
-BURST_PARALLEL = 2
+BURST_HOLD = 30.0
+BURST_PARALLEL = 1
 #: backoff cap for refusals that may end (expired SAS, permissions, quota, a missing parent)
 MAX_REFUSED_BACKOFF = 300.0
 

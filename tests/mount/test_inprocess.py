@@ -173,3 +173,26 @@ async def test_cache_full_of_dirty_data_gives_enospc(fresh_emulator, tmp_path):
                 await fs.write(fi.fh, off, b"z" * (256 * KiB))
         assert info.value.errno == errno.ENOSPC
         await fs.release(fi.fh)
+
+
+async def test_a_listing_that_changes_nothing_commits_nothing(
+    emulator, share_name, share, tmp_path
+):
+    """Re-listing an unchanged directory (polls, close-to-open) costs no synced transaction;
+    one that finds a change commits it."""
+    for i in range(5):
+        await trio.to_thread.run_sync(share.put, f"d/f{i}", b"x" * i)
+    async with filesystem(emulator.share_url(share_name), tmp_path / "c") as fs:
+        root = pyfuse3.ROOT_INODE
+        d = await fs.lookup(root, b"d", CTX)
+        await fs.lister.refresh(d.st_ino)
+        fs.ns.flush()
+        txn0 = fs.ns.env.info()["last_txnid"]
+        listed0 = fs.ns.get(d.st_ino).listed_ns
+        await fs.lister.refresh(d.st_ino)
+        assert fs.ns.env.info()["last_txnid"] == txn0
+        assert fs.ns.get(d.st_ino).listed_ns > listed0  # the listing time is still kept
+        await trio.to_thread.run_sync(share.put, "d/new", b"new")
+        await fs.lister.refresh(d.st_ino)
+        assert fs.ns.env.info()["last_txnid"] > txn0
+        assert fs.ns.lookup(d.st_ino, "new") is not None
