@@ -706,27 +706,34 @@ class Namespace:
     def op_done(self, seq: int, op: dict, result: dict | None = None) -> None:
         """The worker applied `op` on the share: drop it from the outbox and record what the
         share answered (new file's id, etag) in the same transaction."""
+        self.ops_done([(seq, op, result)])
+
+    def ops_done(self, done: list[tuple[int, dict, dict | None]]) -> None:
+        """`op_done` for several operations, in order, in one transaction (the worker applies
+        independent operations side by side: one synced commit for all that just ended)."""
         with self._write() as tx:
-            self.outbox.remove(tx.txn, seq)
-            ino = op.get("ino")
-            rec = self.get(ino, tx.txn) if ino else None
-            if rec is not None and op["op"] in ("create", "mkdir", "symlink"):
-                # No result: the op was dropped, nothing is on the share; remote_size stays
-                # None so the uploader (or a later listing) never takes it as present.
-                if result is not None:
-                    rec.remote_size = result.get("size", 0)
-                    rec.file_id = result.get("file_id") or rec.file_id
-                    rec.etag = result.get("etag") or rec.etag
+            for seq, op, result in done:
+                self.outbox.remove(tx.txn, seq)
+                ino = op.get("ino")
+                rec = self.get(ino, tx.txn) if ino else None
+                if rec is not None and op["op"] in ("create", "mkdir", "symlink"):
+                    # No result: the op was dropped, nothing is on the share; remote_size
+                    # stays None so the uploader (or a later listing) never takes it as present.
+                    if result is not None:
+                        rec.remote_size = result.get("size", 0)
+                        rec.file_id = result.get("file_id") or rec.file_id
+                        rec.etag = result.get("etag") or rec.etag
+                        rec.attrs = result.get("attrs") or rec.attrs
+                        rec.base_lw = result.get("lw") or rec.base_lw
+                        self._put(tx, rec)
+                        self._index_fid(tx, rec)
+                elif rec is not None and result and result.get("etag"):
+                    rec.etag = result["etag"]
                     rec.attrs = result.get("attrs") or rec.attrs
                     rec.base_lw = result.get("lw") or rec.base_lw
                     self._put(tx, rec)
-                    self._index_fid(tx, rec)
-            elif rec is not None and result and result.get("etag"):
-                rec.etag = result["etag"]
-                rec.attrs = result.get("attrs") or rec.attrs
-                rec.base_lw = result.get("lw") or rec.base_lw
-                self._put(tx, rec)
-        self.outbox.removed(op)
+        for _seq, op, _result in done:
+            self.outbox.removed(op)
 
     # ------------------------------------------------------------------ orphans
     def purge(self, ino: int) -> list[int]:

@@ -171,6 +171,10 @@ class WriteBack:
         self.scheduler_rounds = 0  # wake-ups of the upload scheduler (tests, status)
         self.last_error: str | None = None  # the uploads' latest failure (None after a success)
         self._op_errors: dict[int, str] = {}  # seq -> why that queued operation is failing
+        #: applied, not yet recorded: (seq, op, result, bookkeeping to run at the recording)
+        self._done: list[tuple[int, dict, dict | None, Callable[[], None] | None]] = []
+        self._after_done: dict[int, Callable[[], None]] = {}  # ino -> its create's bookkeeping
+        self._done_wake = trio.Event()
         #: multi-site conflict check before each upload (conflicts.Conflicts), optional
         self.conflicts = None
         #: upload leases (leases.Leases), optional: an upload then holds the shared lock
@@ -419,6 +423,7 @@ class WriteBack:
         by side (opwindow.py), the rest in order."""
         window = OpWindow(self.outbox, parallel=self.parallel_ops)
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._record_done)
             while True:
                 if not len(self.outbox):
                     await self.outbox.wait_until(lambda: len(self.outbox) > 0)
@@ -478,9 +483,26 @@ class WriteBack:
                 continue
             self._op_errors.pop(seq, None)
             window.done(seq)
-            self.ns.op_done(seq, op, result)
-            self._notify()
+            # Operations that depend on this one may start now (it is on the share); its
+            # removal from the outbox joins the others that end in the same moment.
+            self._done.append((seq, op, result, self._after_done.pop(op.get("ino"), None)))
+            self._done_wake.set()
             return
+
+    async def _record_done(self) -> None:
+        """Group commit of finished operations (`Namespace.ops_done`): a crash before it
+        replays them, which every operation survives (INVARIANTS.md, "Crash")."""
+        while True:
+            await self._done_wake.wait()
+            self._done_wake = trio.Event()
+            await trio.sleep(0.002)  # others finishing now join this commit
+            done, self._done = self._done, []
+            if done:
+                for *_, after in done:
+                    if after is not None:
+                        after()
+                self.ns.ops_done([(seq, op, result) for seq, op, result, _ in done])
+                self._notify()
 
     @property
     def op_error(self) -> str | None:
@@ -614,20 +636,28 @@ class WriteBack:
             moved = self.ns.detach(ino, where.rpartition("/")[2])
             if moved is not None and self.conflicts is not None and self.conflicts.on_change:
                 self.conflicts.on_change(*moved)
-        if rec is not None and self._tgen.get(ino, 0) == tgen0:
+
+        def recorded() -> None:
+            """Run when the operation's removal is committed, in the same synchronous step
+            (`_record_done`): the cache and the dirty set learn that the share has the file
+            only together with the outbox, so a crash replays all of it or none."""
+            if rec is None or self._tgen.get(ino, 0) != tgen0 or self.ns.get(ino) is None:
+                return  # removed meanwhile: nothing of it is kept
             if op["op"] == "symlink":
                 self.cache.set_remote_valid(ino, size)
-            else:
-                self._set_low(ino, None)  # a new file holds no stale content
-                if inline:
-                    # the share holds [0, size): remote_valid first, then clean (INVARIANTS)
-                    self.cache.set_remote_valid(ino, size)
-                    for token in tokens:
-                        self.cache.mark_clean(ino, token)
-                    if self._gen.get(ino, 0) == gen0 and not self._dirty_blocks(ino):
-                        self._forget(ino)  # committed with op_done
-                    else:
-                        self._uploaded_gen[ino] = gen0
+                return
+            self._set_low(ino, None)  # a new file holds no stale content
+            if inline:
+                # the share holds [0, size): remote_valid first, then clean (INVARIANTS)
+                self.cache.set_remote_valid(ino, size)
+                for token in tokens:
+                    self.cache.mark_clean(ino, token)
+                if self._gen.get(ino, 0) == gen0 and not self._dirty_blocks(ino):
+                    self._forget(ino)  # written by the same transaction
+                else:
+                    self._uploaded_gen[ino] = gen0
+
+        self._after_done[op["ino"]] = recorded
         attributes = entry.attributes if entry is not None else None
         return {
             "file_id": (entry.file_id if entry is not None else None) or created.file_id,
