@@ -37,13 +37,7 @@ CHUNK = 4 << 20
 _KEY = b"conflicts"
 
 
-def conflict_name(name: str, site: str, n: int = 0) -> str:
-    """`report.txt` -> `report-site.txt`, `report-site-2.txt`; `.bashrc` -> `.bashrc-site`."""
-    stem, dot, ext = name.rpartition(".")
-    if not stem or not dot:
-        stem, ext, dot = name, "", ""
-    suffix = f"-{site}" + (f"-{n}" if n else "")
-    return f"{stem}{suffix}{dot}{ext}"
+conflict_name = names.conflict_name
 
 
 def safe_site(site: str) -> str:

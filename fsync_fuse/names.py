@@ -73,3 +73,29 @@ def dentry_key(parent: int, name: str) -> bytes:
     if len(folded) > _MAX_KEY_NAME:
         folded = b"\xff#" + hashlib.sha256(folded).digest()
     return parent.to_bytes(8, "big") + folded
+
+
+def split_ext(name: str) -> tuple[str, str]:
+    """`report.txt` -> ("report", ".txt"); `.bashrc` and `notes` have no extension."""
+    stem, dot, ext = name.rpartition(".")
+    if not stem or not dot:
+        return name, ""
+    return stem, dot + ext
+
+
+def conflict_name(name: str, site: str, n: int = 0) -> str:
+    """The name a version kept beside `name` gets: `report.txt` -> `report-site.txt`,
+    `report-site-2.txt`; `.bashrc` -> `.bashrc-site`."""
+    stem, ext = split_ext(name)
+    return f"{stem}-{site}{f'-{n}' if n else ''}{ext}"
+
+
+def looks_like_conflict_copy(new: str, old: str) -> bool:
+    """Could `new` be a conflict copy of `old` made by some site (`conflict_name`)? A site
+    moving another's version aside renames it so; a dirty file must not follow that rename
+    (its newer version belongs under the old name)."""
+    stem, ext = split_ext(old)
+    if not (new.startswith(stem + "-") and new.endswith(ext)):
+        return False
+    middle = new[len(stem) + 1 : len(new) - len(ext)]
+    return bool(middle) and "." not in middle  # site names never hold a dot

@@ -844,6 +844,11 @@ class Namespace:
                 meta = metas.get(e.name)
                 have = local.get(folded)
                 moved = gone_ids.pop(e.file_id, None) if have is None and e.file_id else None
+                if moved is not None and busy(moved[1]):
+                    if names.looks_like_conflict_copy(e.name, moved[2]):
+                        # another site moved this version aside in a conflict: the edits
+                        # here stay under the name (their upload resolves it there)
+                        moved = None
                 if moved is not None and not (
                     queued(moved[1])
                     or self._busy_below(tx.txn, self.must(moved[1], tx.txn), queued)
