@@ -611,27 +611,37 @@ class WriteBack:
             content, size, meta, mtime, attrs = None, 0, op["meta"], op.get("mtime"), None
         inline = content is None and rec is not None and self._inline(ino, size)
         tmp = self.ns.new_path(path, ino)
-        created = await self._with_parents(
-            path,
-            lambda: self.remote.create_file(
-                tmp, size, metadata=meta, last_write_ns=mtime, attributes=attrs
-            ),
-        )
         tokens = []
+        pieces: list[tuple[int, bytes]] = []
         if content:
-            await self.remote.write(tmp, 0, content, keep_mtime=True)
+            pieces.append((0, content))
         elif inline:
             for off, n in self.cache.dirty_ranges(ino):
                 if off < size:
                     data, token = self.cache.snapshot_range(ino, off, min(n, size - off))
-                    await self.remote.write(tmp, off, data, keep_mtime=True)
+                    pieces.append((off, data))
                     tokens.append(token)
-        if self.conflicts is not None and rec is not None:
+        try:
+            # create, fill and take the name in one go; a name taken meanwhile: see below
+            entry = await self._with_parents(
+                path,
+                lambda: self.remote.create_filled(
+                    tmp,
+                    path,
+                    size,
+                    pieces,
+                    metadata=meta,
+                    last_write_ns=mtime,
+                    attributes=attrs,
+                ),
+            )
+            where = path
+        except AlreadyExists:
+            if self.conflicts is None or rec is None:
+                raise
             entry, where = await self.conflicts.place(
                 ino, rec, tmp, path, movable=self.outbox.only_op_on(ino)
             )
-        else:
-            entry, where = await self.remote.rename(tmp, path, replace=False), path
         if where != path:  # ours kept beside theirs: a local rename, nothing queued
             moved = self.ns.detach(ino, where.rpartition("/")[2])
             if moved is not None and self.conflicts is not None and self.conflicts.on_change:
@@ -658,13 +668,12 @@ class WriteBack:
                     self._uploaded_gen[ino] = gen0
 
         self._after_done[op["ino"]] = recorded
-        attributes = entry.attributes if entry is not None else None
         return {
-            "file_id": (entry.file_id if entry is not None else None) or created.file_id,
-            "etag": entry.etag if entry is not None else created.etag,
+            "file_id": entry.file_id,
+            "etag": entry.etag,
             "size": size,
-            "attrs": attributes or created.attributes,
-            "lw": (entry.last_write_ns if entry is not None else None) or mtime,
+            "attrs": entry.attributes,
+            "lw": entry.last_write_ns or mtime,
         }
 
     async def _recreate(self, ino: int, rec, path: str, size: int) -> None:

@@ -550,6 +550,54 @@ class AzureFilesRemote(Remote):
         # Create File's response does not echo the length or the metadata; we know both.
         return _replace(entry, size=size, metadata=dict(metadata or {}))
 
+    async def create_filled(
+        self,
+        tmp: str,
+        dst: str,
+        size: int,
+        pieces: list[tuple[int, bytes]],
+        *,
+        metadata: dict[str, str] | None = None,
+        last_write_ns: int | None = None,
+        attributes: str | None = None,
+    ) -> RemoteEntry:
+        """The three calls in one worker thread: a new small file costs one hop from the trio
+        thread instead of three (the hop and its scheduling are ~a quarter of a call's CPU)."""
+        tmp, dst = _norm(tmp), _norm(dst)
+        self._check_writable("create_filled", dst)
+        if any(len(d) > MAX_RANGE for _, d in pieces):
+            return await super().create_filled(
+                tmp,
+                dst,
+                size,
+                pieces,
+                metadata=metadata,
+                last_write_ns=last_write_ns,
+                attributes=attributes,
+            )
+        lw = format_smb_time(last_write_ns) if last_write_ns is not None else "now"
+        name = posixpath.basename(dst)
+
+        def run(kw: dict[str, Any]) -> Any:
+            fc = self._file(tmp)
+            fc.create_file(
+                size,
+                file_attributes=attributes or "none",
+                file_creation_time="now",
+                file_last_write_time=lw,
+                file_permission="inherit",
+                metadata=metadata,
+                **kw,
+            )
+            for off, data in pieces:
+                fc.upload_range(data, off, len(data), file_last_write_mode="preserve", **kw)
+            return self._shared.headers.of(
+                fc.rename_file, dst, overwrite=False, ignore_read_only=False, **kw
+            )
+
+        headers = await self._call("create_filled", dst, run)
+        return entry_from_headers(name, False, headers, with_metadata=False)
+
     async def write(
         self,
         path: str,

@@ -162,6 +162,29 @@ class Remote(ABC):
         """Create (or replace) a file of `size` zero bytes. Returns its new properties.
         `attributes`: SMB attributes such as "Archive|NoScrubData" (default: none)."""
 
+    async def create_filled(
+        self,
+        tmp: str,
+        dst: str,
+        size: int,
+        pieces: list[tuple[int, bytes]],
+        *,
+        metadata: dict[str, str] | None = None,
+        last_write_ns: int | None = None,
+        attributes: str | None = None,
+    ) -> RemoteEntry:
+        """Create `tmp` (`size` bytes, the given properties), write `pieces` (offset, data)
+        keeping its last-write time, and rename it to `dst` without replacing anything
+        (AlreadyExists when `dst` exists; `tmp` is then left, filled). Returns the renamed
+        file's properties. Implementations may do it in one round of work."""
+        await self.create_file(
+            tmp, size, metadata=metadata, last_write_ns=last_write_ns, attributes=attributes
+        )
+        for off, data in pieces:
+            await self.write(tmp, off, data, keep_mtime=True)
+        entry = await self.rename(tmp, dst, replace=False)
+        return entry if entry is not None else await self.stat(dst)
+
     @abstractmethod
     async def write(
         self,
