@@ -28,7 +28,9 @@ import trio
 
 from fsync_fuse import names
 from fsync_fuse.attrs import DIR, FILE, LINK, Inode
+from fsync_fuse.dirreplies import DirReplies
 from fsync_fuse.listing import Lister
+from fsync_fuse.lookups import LookupCounts
 from fsync_fuse.namespace import ROOT, MergeResult, Namespace
 from fsync_fuse.reader import Reader, ReadState
 from fsync_fuse.writeback import WriteBack
@@ -102,10 +104,13 @@ class FS(pyfuse3.Operations):
         self.attr_timeout = attr_timeout
         self.fsync_remote = fsync_remote
         self.io_timeout = io_timeout
-        self.lookups: dict[int, int] = {}
+        self.lookups = LookupCounts()
         self.opened: dict[int, int] = {}
         self.writers: dict[int, int] = {}  # ino -> open handles that may write
         self.handles: dict[int, Handle] = {}
+        self.dir_handles: dict[int, int] = {}  # fh -> directory inode
+        self.replies = DirReplies(ns.children, self._attrs)
+        ns.on_dir_change = self.replies.changed
         self._next_fh = 1
         self._kernel_cver: dict[int, int] = {}
         self._usage: tuple[float, pyfuse3.StatvfsData] | None = None
@@ -131,7 +136,7 @@ class FS(pyfuse3.Operations):
 
     # ------------------------------------------------------------------ helpers
     def referenced(self, ino: int) -> bool:
-        return self.lookups.get(ino, 0) > 0 or self.opened.get(ino, 0) > 0
+        return ino in self.lookups or self.opened.get(ino, 0) > 0
 
     def _is_open(self, ino: int) -> bool:
         return self.opened.get(ino, 0) > 0
@@ -156,7 +161,7 @@ class FS(pyfuse3.Operations):
         return a
 
     def _counted(self, rec: Inode) -> pyfuse3.EntryAttributes:
-        self.lookups[rec.ino] = self.lookups.get(rec.ino, 0) + 1
+        self.lookups.add(rec.ino)
         return self._attrs(rec)
 
     def _maybe_purge(self, ino: int) -> None:
@@ -268,12 +273,8 @@ class FS(pyfuse3.Operations):
     def forget(self, inode_list):
         for ino, n in inode_list:
             try:
-                left = self.lookups.get(ino, 0) - n
-                if left > 0:
-                    self.lookups[ino] = left
-                    continue
-                self.lookups.pop(ino, None)
-                self._maybe_purge(ino)
+                if not self.lookups.forget(ino, n):
+                    self._maybe_purge(ino)
             except Exception:  # forget must never raise
                 log.exception("forget of inode %d failed", ino)
 
@@ -537,23 +538,22 @@ class FS(pyfuse3.Operations):
         if self.poller is not None:
             self.poller.used(inode)
         await self.lister.ensure(inode, refresh_stale=True)
-        return inode
+        fh = self._next_fh
+        self._next_fh += 1
+        self.dir_handles[fh] = inode
+        return fh
 
     @_errors
     async def readdir(self, fh, start_id, token):
-        after = max(0, start_id - 3)
-        while True:
-            batch = self.ns.children(fh, after, 256)
-            if not batch:
+        counted = self.lookups.add
+        reply = pyfuse3.readdir_reply
+        for off, name, attrs, ino in self.replies.replies(self.dir_handles[fh], start_id):
+            if not reply(token, name, attrs, off):
                 return
-            for dent_id, name, rec in batch:
-                if not pyfuse3.readdir_reply(token, name.encode(), self._attrs(rec), dent_id + 3):
-                    return
-                self.lookups[rec.ino] = self.lookups.get(rec.ino, 0) + 1
-                after = dent_id
+            counted(ino)
 
     async def releasedir(self, fh):
-        return None
+        self.dir_handles.pop(fh, None)
 
     @_errors
     async def fsyncdir(self, fh, datasync):
@@ -596,6 +596,7 @@ class FS(pyfuse3.Operations):
         if self.revalidator is not None:
             out["revalidate"] = dict(self.revalidator.stats)
         out["read"] = dict(self.reader.stats)
+        out["readdir"] = dict(self.replies.stats, index_trims=self.cache.index_trims)
         if self.wb.leases is not None:
             out["leases"] = dict(self.wb.leases.stats)
         return out

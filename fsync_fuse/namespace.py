@@ -121,6 +121,9 @@ class Namespace:
         #: (delete); written by the next transaction or `flush`, like `_pending`
         self.deferred: dict[tuple[object, bytes], bytes | None] = {}
         self._lru: OrderedDict[int, Inode] = OrderedDict()  # recently read records
+        #: called with a directory's inode whenever one of its entries or a child's record
+        #: changes (before the change is visible): readdir answers built earlier are stale
+        self.on_dir_change: Callable[[int], None] = lambda ino: None
         with env.begin(write=True) as txn:
             self._next_ino = _n(txn.get(b"next_ino", db=self.db_meta) or _k(ROOT + 1))
             self._next_dent = _n(txn.get(b"next_dent", db=self.db_meta) or _k(1))
@@ -319,12 +322,14 @@ class Namespace:
     # ------------------------------------------------------------------ low-level writes
     def _put(self, tx: _Tx, rec: Inode) -> None:
         tx.changed = True
+        self.on_dir_change(rec.parent)
         self._pending.pop(rec.ino, None)
         tx.records[rec.ino] = rec.clone()
         tx.txn.put(_k(rec.ino), rec.encode(), db=self.db_inodes)
 
     def _add_dentry(self, tx: _Tx, parent: int, name: str, ino: int) -> None:
         tx.changed = True
+        self.on_dir_change(parent)
         dent = self._next_dent
         self._next_dent += 1
         tx.txn.put(
@@ -338,6 +343,7 @@ class Namespace:
         if raw is None:
             return
         tx.changed = True
+        self.on_dir_change(parent)
         tx.txn.delete(key, db=self.db_dentries)
         tx.txn.delete(_k(parent) + raw[8:16], db=self.db_order)
 
@@ -631,6 +637,7 @@ class Namespace:
             rec = self.must(ino)
             self._apply_attrs(rec, mode, uid, gid, mtime_ns, size, now)
             self._pending[ino] = rec
+            self.on_dir_change(rec.parent)
             self._lru.pop(ino, None)
             return rec.clone()
         with self._write() as tx:
@@ -681,6 +688,7 @@ class Namespace:
             rec.size = end
         rec.mtime_ns = rec.ctime_ns = self.clock()
         self._pending[ino] = rec
+        self.on_dir_change(rec.parent)
         return rec
 
     def flush(self) -> None:
