@@ -32,6 +32,7 @@ from .index import (
     FileRecord,
     Index,
 )
+from .mapped import MappedFile
 from .reading import Reading
 from .results import CacheStats, FileState
 from .writeback import WriteBack
@@ -48,6 +49,8 @@ class BlockCache(Reading, Writing, WriteBack, Eviction, Durability):
     volatile_linger = 30.0
     #: seconds between statvfs calls when min_free_pct is set
     statvfs_interval = 1.0
+    #: pages of the LMDB index mapped into the process beyond this are unmapped (mapped.py)
+    index_rss_limit = 32 << 20
 
     def __init__(
         self,
@@ -84,6 +87,8 @@ class BlockCache(Reading, Writing, WriteBack, Eviction, Durability):
         self._limit_cache: tuple[float, int] = (-1e9, max_bytes)
         self._hits = self._misses = self._fetched = self._evictions = self._evicted_bytes = 0
         self._closed = False
+        self._mapped = MappedFile(directory / "index.lmdb" / "data.mdb")
+        self.index_trims = 0
 
     @classmethod
     def open(
@@ -146,7 +151,8 @@ class BlockCache(Reading, Writing, WriteBack, Eviction, Durability):
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED, commit_interval: float = 5.0):
         """Background upkeep: free-space eviction every second, heat flush and commit every
-        `commit_interval` seconds. Start with `await nursery.start(cache.run)`; cancel to stop."""
+        `commit_interval` seconds, index pages unmapped when too many are mapped (checked every
+        second: 0.3 ms). Start with `await nursery.start(cache.run)`; cancel to stop."""
         task_status.started()
         last_commit = trio.current_time()
         while True:
@@ -158,6 +164,13 @@ class BlockCache(Reading, Writing, WriteBack, Eviction, Durability):
                 last_commit = trio.current_time()
                 if self._has_pending():
                     await self.commit_async()
+            self.trim_index()
+
+    def trim_index(self) -> None:
+        """Unmap the index's pages when more than `index_rss_limit` of them are mapped (a big
+        listing walked them): the daemon's RSS stays its own memory."""
+        if self._mapped.resident() > self.index_rss_limit and self._mapped.trim():
+            self.index_trims += 1
 
     def _new_data_id(self) -> int:
         while True:
