@@ -29,12 +29,29 @@ def parse_smb_time(value: str | None) -> int | None:
     if value.endswith("Z"):
         value = value[:-1]
     whole, _, frac = value.partition(".")
-    try:
-        seconds = calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S"))
-    except ValueError:
+    seconds = _seconds(whole)
+    if seconds is None:
         return None
     digits = (frac + "000000000")[:9] if frac.isdigit() else "0"
     return seconds * 1_000_000_000 + int(digits)
+
+
+def _seconds(whole: str) -> int | None:
+    """'2022-10-05T22:13:15' -> seconds since the epoch. Sliced by hand: time.strptime cost
+    ~10 us, three times per listed entry (a fifth of a cold listing's CPU)."""
+    if len(whole) == 19 and whole[4] == whole[7] == "-" and whole[10] == "T":
+        try:
+            y, mo, d = int(whole[:4]), int(whole[5:7]), int(whole[8:10])
+            h, mi, s = int(whole[11:13]), int(whole[14:16]), int(whole[17:19])
+        except ValueError:
+            return None
+        if 1 <= mo <= 12 and 1 <= d <= 31 and h < 24 and mi < 60 and s <= 61:
+            return calendar.timegm((y, mo, d, h, mi, s))
+        return None
+    try:
+        return calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return None
 
 
 def format_smb_time(ns: int) -> str:

@@ -23,6 +23,32 @@ def test_smb_time_roundtrip():
     assert parse_smb_time(None) is None and parse_smb_time("garbage") is None
 
 
+def test_smb_time_agrees_with_the_library_parser():
+    """The hand-sliced parser gives what strptime gives, and refuses what it refuses."""
+    import calendar
+    import random
+    import time
+
+    rnd = random.Random(5)
+    for _ in range(2000):
+        secs = rnd.randrange(0, 7_000_000_000)
+        whole = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+        ticks = rnd.randrange(10**7)
+        got = parse_smb_time(f"{whole}.{ticks:07d}Z")
+        assert (
+            got == calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S")) * 10**9 + ticks * 100
+        )
+    for bad in (
+        "2022-13-05T22:13:15Z",
+        "2022-10-05T25:13:15Z",
+        "2022-10-05T22:61:15Z",
+        "2022-10-05 22:13:15Z",
+        "2022-1x-05T22:13:15Z",
+        "20221005T221315Z",
+    ):
+        assert parse_smb_time(bad) is None, bad
+
+
 def test_entry_from_headers():
     h = {
         "Content-Length": "1024",
