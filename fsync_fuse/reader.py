@@ -21,6 +21,9 @@ same pattern one level up: once DIR_AHEAD_AFTER files of a directory were read f
 start in a row, the next small files of that directory (in listing order, up to DIR_AHEAD
 of them, each at most one block) are fetched in the background, and the window moves on as
 the reader reaches them. Small cold files otherwise cost a round trip each, one at a time.
+A walk over a tree carries its streak into the next directory it reads, so a directory's
+files are fetched ahead from its first read on (a tree of small directories had only the
+first two of each fetched one at a time).
 """
 
 from __future__ import annotations
@@ -100,6 +103,7 @@ class Reader:
         self.recall_max = recall_max
         self._recalls: dict[int, trio.CancelScope] = {}  # ino -> its running recall
         self._dirs: dict[int, _DirReader] = {}  # directory ino -> files read in a row
+        self._walk = (0.0, 0)  # (when, streak) of the last file read from its start
         #: tells the cache how much of a clean file the share holds (fs.py sets it)
         self.sync_remote_valid = lambda rec: None
         self.stats = {"recalls": 0, "recalled_bytes": 0, "dir_ahead_files": 0}
@@ -216,8 +220,14 @@ class Reader:
             d.streak = 0
         if not (missed or ahead):
             return
+        walk_last, walk_streak = self._walk
+        if not d.streak and now - walk_last <= DIR_AHEAD_GAP and walk_streak >= DIR_AHEAD_AFTER:
+            # a tree walk (grep -r, find | xargs) moved on to this directory: its streak
+            # starts where the walk's is, so its next files are fetched from the first read
+            d.streak = DIR_AHEAD_AFTER - 1
         d.last = now
         d.streak += 1
+        self._walk = (now, d.streak)
         if d.streak < DIR_AHEAD_AFTER or self._nursery is None:
             return
         if len(d.fetched) > DIR_AHEAD // 2:

@@ -81,3 +81,31 @@ def test_reading_a_directory_in_order_fetches_ahead(mounter, share, share_url, e
     assert st["read"]["dir_ahead_files"] >= 50
     assert os.getxattr(m.mnt / "d/big.bin", "user.fsync.state") == b"tiered"
     assert m.stop() == 0
+
+
+def test_a_tree_walk_fetches_ahead_from_the_first_file_of_each_directory(
+    mounter, share, share_url, emulator
+):
+    """grep -r / find | xargs: a reader that moves on to the next directory keeps its streak,
+    so that directory's next files are fetched from its first read, not its third."""
+    rnd = random.Random(8)
+    files = {f"{d}/f{i}.txt": rnd.randbytes(rnd.randrange(1, 9000)) for d in "ab" for i in range(8)}
+    for path, data in files.items():
+        share.put(path, data)
+    m = mounter(share_url)
+    for d in "ab":
+        os.listdir(m.mnt / d)
+    emulator.set_faults(latency_ms=20)
+    try:
+        for i in range(4):
+            assert (m.mnt / f"a/f{i}.txt").read_bytes() == files[f"a/f{i}.txt"]
+        assert (m.mnt / "b/f0.txt").read_bytes() == files["b/f0.txt"]  # one file of b only
+        eventually(
+            lambda: os.getxattr(m.mnt / "b/f5.txt", "user.fsync.state") == b"local",
+            what="b fetched ahead after its first file",
+        )
+        for path, data in files.items():
+            assert (m.mnt / path).read_bytes() == data
+    finally:
+        emulator.clear_faults()
+    assert m.stop() == 0
