@@ -212,6 +212,17 @@ def _lease_kw(kw: dict[str, Any], lease_id: str | None) -> dict[str, Any]:
     return {**kw, "lease": lease_id} if lease_id else kw
 
 
+def _create_args(attributes: str | None, lw: str, metadata: dict[str, str] | None) -> dict:
+    """Create File's properties: ours, or the share's defaults (inherited permissions)."""
+    return {
+        "file_attributes": attributes or "none",
+        "file_creation_time": "now",
+        "file_last_write_time": lw,
+        "file_permission": "inherit",
+        "metadata": metadata,
+    }
+
+
 class AzureFilesRemote(Remote):
     """One Azure file share (or a read-only snapshot of it) behind the Remote interface.
 
@@ -533,17 +544,10 @@ class AzureFilesRemote(Remote):
         self._check_writable("create_file", path)
         lw = format_smb_time(last_write_ns) if last_write_ns is not None else "now"
 
+        args = _create_args(attributes, lw, metadata)
+
         def run(kw: dict[str, Any]) -> Any:
-            return self._shared.headers.of(
-                self._file(path).create_file,
-                size,
-                file_attributes=attributes or "none",
-                file_creation_time="now",
-                file_last_write_time=lw,
-                file_permission="inherit",
-                metadata=metadata,
-                **kw,
-            )
+            return self._shared.headers.of(self._file(path).create_file, size, **args, **kw)
 
         headers = await self._call("create_file", path, run)
         entry = entry_from_headers(posixpath.basename(path), False, headers, with_metadata=False)
@@ -578,17 +582,11 @@ class AzureFilesRemote(Remote):
         lw = format_smb_time(last_write_ns) if last_write_ns is not None else "now"
         name = posixpath.basename(dst)
 
+        args = _create_args(attributes, lw, metadata)
+
         def run(kw: dict[str, Any]) -> Any:
             fc = self._file(tmp)
-            fc.create_file(
-                size,
-                file_attributes=attributes or "none",
-                file_creation_time="now",
-                file_last_write_time=lw,
-                file_permission="inherit",
-                metadata=metadata,
-                **kw,
-            )
+            fc.create_file(size, **args, **kw)
             for off, data in pieces:
                 fc.upload_range(data, off, len(data), file_last_write_mode="preserve", **kw)
             return self._shared.headers.of(
