@@ -169,7 +169,8 @@ class BlockCache(Reading, Writing, WriteBack, Eviction, Durability):
     def trim_index(self) -> None:
         """Unmap the index's pages when more than `index_rss_limit` of them are mapped (a big
         listing walked them): the daemon's RSS stays its own memory."""
-        if self._mapped.resident() > self.index_rss_limit and self._mapped.trim():
+        found = self._mapped.mapping()
+        if found and found[2] > self.index_rss_limit and self._mapped.trim(found):
             self.index_trims += 1
 
     def _new_data_id(self) -> int:

@@ -26,47 +26,41 @@ _libc.madvise.restype = ctypes.c_int
 
 
 class MappedFile:
-    """The process's mapping of one file (found in /proc/self/maps by path)."""
+    """The process's mapping of one file (found in /proc/self/smaps by path)."""
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = os.path.realpath(path)
 
-    def _region(self) -> tuple[int, int] | None:
+    def mapping(self) -> tuple[int, int, int] | None:
+        """(start, end, bytes resident) of the file's mapping, read in one pass over smaps;
+        None when the file is not mapped."""
         try:
-            with open("/proc/self/maps") as fh:
+            with open("/proc/self/smaps") as fh:
+                region = None
                 for line in fh:
-                    parts = line.split(maxsplit=5)
-                    if len(parts) == 6 and parts[5].rstrip("\n") == self.path:
-                        lo, _, hi = parts[0].partition("-")
-                        return int(lo, 16), int(hi, 16)
+                    if region is None:
+                        parts = line.split(maxsplit=5)
+                        if len(parts) == 6 and parts[5].rstrip("\n") == self.path:
+                            lo, _, hi = parts[0].partition("-")
+                            region = int(lo, 16), int(hi, 16)
+                    elif line.startswith("Rss:"):
+                        return region[0], region[1], int(line.split()[1]) * 1024
         except OSError:
             pass
         return None
 
     def resident(self) -> int:
         """Bytes of the file mapped into the process right now (0 if not mapped)."""
-        region = self._region()
-        if region is None:
-            return 0
-        start = f"{region[0]:x}-"
-        try:
-            with open("/proc/self/smaps") as fh:
-                inside = False
-                for line in fh:
-                    if not inside:
-                        inside = line.startswith(start)
-                    elif line.startswith("Rss:"):
-                        return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-        return 0
+        found = self.mapping()
+        return found[2] if found else 0
 
-    def trim(self) -> bool:
-        """Unmap every page of the mapping (they stay in the page cache)."""
-        region = self._region()
+    def trim(self, region: tuple[int, int, int] | None = None) -> bool:
+        """Unmap every page of the mapping (they stay in the page cache). `region`: what
+        `mapping()` returned, when the caller has it already."""
+        region = region or self.mapping()
         if region is None:
             return False
-        lo, hi = region
+        lo, hi, _ = region
         # only the part backed by the file holds pages; the rest of the map is reserved space
         try:
             hi = min(hi, lo + (os.path.getsize(self.path) + 4095) // 4096 * 4096)

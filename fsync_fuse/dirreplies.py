@@ -1,8 +1,8 @@
 """readdir answers kept ready per directory, so a warm `find` or `ls -lR` costs no record
 decoding.
 
-The kernel reads a directory in requests of about 4 KiB (some 25 READDIRPLUS entries), so a
-directory is asked for several times per listing, and listings of a tree repeat (`find`, a
+The kernel reads a directory in several READDIRPLUS requests (two for 100 entries here: one
+that fills its buffer, one that finds the end), and listings of a tree repeat (`find`, a
 build's globbing, a file manager). Decoding each record and building its attributes took
 ~9 us per entry per request (py-spy: Namespace.get and Inode.decode were half the daemon's
 time in a warm `find`). Here a directory's entries are built once, in chunks of `CHUNK`, and
@@ -70,10 +70,6 @@ class DirReplies:
         if chunk is not None:
             self._count -= len(chunk)
             self.stats["dropped"] += 1
-
-    def clear(self) -> None:
-        self._chunks.clear()
-        self._count = 0
 
     def replies(self, dir_ino: int, start: int) -> Iterator[Reply]:
         """Entries with an offset above `start`, in order. Consume it without awaiting: the

@@ -596,7 +596,8 @@ class FS(pyfuse3.Operations):
         if self.revalidator is not None:
             out["revalidate"] = dict(self.revalidator.stats)
         out["read"] = dict(self.reader.stats)
-        out["readdir"] = dict(self.replies.stats, index_trims=self.cache.index_trims)
+        out["readdir"] = dict(self.replies.stats)
+        out["index_trims"] = self.cache.index_trims
         if self.wb.leases is not None:
             out["leases"] = dict(self.wb.leases.stats)
         return out
