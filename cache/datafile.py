@@ -1,31 +1,15 @@
-"""Sparse data files: where a data id lives on disk, an LRU of open fds, hole punching."""
+"""Sparse data files: where a data id lives on disk and an LRU of open fds. Holes are punched
+and found through system.py."""
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import errno
 import os
 from collections import OrderedDict
 from pathlib import Path
 
-FALLOC_FL_KEEP_SIZE = 0x01
-FALLOC_FL_PUNCH_HOLE = 0x02
+from .system import datasync
+
 PAGE = 4096
-
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-_fallocate = _libc.fallocate
-_fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-_fallocate.restype = ctypes.c_int
-
-
-def punch_hole(fd: int, offset: int, length: int) -> None:
-    """Free [offset, offset+length) of a file, keeping its size; the range then reads zeros."""
-    if length <= 0:
-        return
-    if _fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"fallocate(PUNCH_HOLE): {os.strerror(err)}")
 
 
 def page_up(n: int) -> int:
@@ -43,25 +27,13 @@ def metadata_allowance(nblocks: int) -> int:
     return PAGE * ((nblocks + 339) // 340 + 1)
 
 
-def extents(fd: int) -> list[tuple[int, int]]:
-    """Allocated (offset, end) ranges of a sparse file, via SEEK_DATA/SEEK_HOLE."""
-    out = []
-    pos = 0
-    while True:
-        try:
-            start = os.lseek(fd, pos, os.SEEK_DATA)
-        except OSError as exc:
-            if exc.errno == errno.ENXIO:
-                return out
-            raise
-        end = os.lseek(fd, start, os.SEEK_HOLE)
-        out.append((start, end))
-        pos = end
-
-
-def allocated_bytes(path: str | os.PathLike) -> int:
-    """What a file really occupies on disk (st_blocks is in 512-byte units)."""
-    return os.stat(path).st_blocks * 512
+def pwrite_all(fd: int, data: bytes | memoryview, off: int) -> None:
+    """pwrite every byte (a short write continues where it stopped)."""
+    n = os.pwrite(fd, data, off)
+    if n < len(data):
+        view = memoryview(data)
+        while n < len(view):
+            n += os.pwrite(fd, view[n:], off + n)
 
 
 class DataFiles:
@@ -107,9 +79,6 @@ class DataFiles:
             os.close(old)
         return fd
 
-    def opened(self, data_id: int) -> int | None:
-        return self._fds.get(data_id)
-
     def close(self, data_id: int) -> None:
         fd = self._fds.pop(data_id, None)
         if fd is not None:
@@ -122,30 +91,29 @@ class DataFiles:
         except FileNotFoundError:
             pass
 
-    def exists(self, data_id: int) -> bool:
-        return os.path.exists(self._path(data_id))
-
-    def fdatasync(self, data_id: int) -> None:
+    def datasync(self, data_id: int) -> None:
+        """Make the file's data durable (system.datasync); a file that is gone needs nothing."""
         fd = self._fds.get(data_id)
         if fd is not None:
-            os.fdatasync(fd)
+            datasync(fd)
             return
         try:
             fd = os.open(self._path(data_id), os.O_RDWR | os.O_CLOEXEC)
         except FileNotFoundError:
             return
         try:
-            os.fdatasync(fd)
+            datasync(fd)
         finally:
             os.close(fd)
 
     def dup_for_sync(self, data_ids: list[int]) -> list[int]:
-        """Duplicated fds of open files, for fdatasync in a worker thread (the originals may
+        """Duplicated fds of open files, for a datasync in a worker thread (the originals may
         be closed by the LRU meanwhile; a dup keeps the file description alive)."""
         return [os.dup(self._fds[d]) for d in data_ids if d in self._fds]
 
     def all_ids(self) -> dict[int, Path]:
-        out = {}
+        """Every data file on disk by id (recovery: files no record knows are orphans)."""
+        out: dict[int, Path] = {}
         for sub in self.root.iterdir():
             if not sub.is_dir():
                 continue

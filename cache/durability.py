@@ -1,9 +1,9 @@
-"""Making state durable: `commit` (fdatasync, then one synced transaction) and `_persist_now`
-(withdrawing claims before data is destroyed). Ordering is argued in INVARIANTS.md."""
+"""Making state durable: `commit` (data files synced with system.datasync, then one synced
+transaction) and `_persist_now` (withdrawing claims before data is destroyed). Ordering is
+argued in INVARIANTS.md."""
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections.abc import Sequence
@@ -12,20 +12,21 @@ import trio
 
 from .entry import ABSENT, CLEAN, DIRTY, CachedFile
 from .index import block_key, block_val, key_bytes
+from .state import CacheState
+from .system import datasync
 
-log = logging.getLogger(__name__)
 
-
-def _fdatasync_fds(fds: list[int]) -> None:
+def _datasync_and_close(fds: list[int]) -> None:
+    """Worker-thread half of commit_async: sync and close duplicated fds."""
     for fd in fds:
         try:
-            os.fdatasync(fd)
+            datasync(fd)
         finally:
             os.close(fd)
 
 
-class Durability:
-    """Part of BlockCache (mixed in); uses its state, see blockcache.py."""
+class Durability(CacheState):
+    """Part of BlockCache: commits, and the synced transactions that must precede damage."""
 
     def _persist_now(
         self,
@@ -72,11 +73,11 @@ class Durability:
         )
 
     def commit(self, *, _linger: float | None = None) -> None:
-        """fdatasync the data files written since the last commit, then write the index
-        changes in one transaction and sync it: what was written before is now durable."""
+        """Sync the data files written since the last commit, then write the index changes in
+        one transaction and sync it: what was written before is now durable."""
         linger = self.volatile_linger if _linger is None else _linger
         for data_id in self._unsynced:
-            self._data.fdatasync(data_id)
+            self._data.datasync(data_id)
         self._unsynced.clear()
         idx = self._index
         now = time.monotonic()
@@ -107,8 +108,8 @@ class Durability:
             for f in self._meta_dirty:
                 txn.put(key_bytes(f.key), f.record().pack(), db=idx.files)
             for data_id in list(self._volatile):
-                f = self._by_id.get(data_id)
-                if f is None or now - f.last_mut >= linger:
+                owner = self._by_id.get(data_id)
+                if owner is None or now - owner.last_mut >= linger:
                     txn.delete(key_bytes(data_id), db=idx.volatile)
                     self._volatile.discard(data_id)
         self.env.sync(True)
@@ -118,8 +119,8 @@ class Durability:
         self._meta_dirty.clear()
 
     async def commit_async(self) -> None:
-        """`commit` with the bulk of the fdatasync work done in a worker thread first."""
+        """`commit` with the bulk of the data-file syncing done in a worker thread first."""
         fds = self._data.dup_for_sync(list(self._unsynced))
         if fds:
-            await trio.to_thread.run_sync(_fdatasync_fds, fds)
+            await trio.to_thread.run_sync(_datasync_and_close, fds)
         self.commit()

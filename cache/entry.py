@@ -22,10 +22,10 @@ class Fill:
     """One fetch of a run of contiguous missing blocks [first, last); waiters share it.
 
     After `event` is set: `error` is what the fetch raised, or `data` holds the fetched bytes
-    (from the run's first byte). `stored` says whether they went into the data file; when not
-    (no room, or the file was truncated/invalidated/deleted meanwhile) waiters use `data`."""
+    (from the run's first byte). Waiters always take `data`: the blocks may not have been
+    stored (no room, `cancelled` by truncate/invalidate/delete) or may be evicted again."""
 
-    __slots__ = ("first", "last", "event", "data", "error", "stored", "cancelled")
+    __slots__ = ("first", "last", "event", "data", "error", "cancelled")
 
     def __init__(self, first: int, last: int) -> None:
         self.first = first
@@ -33,7 +33,6 @@ class Fill:
         self.event = trio.Event()
         self.data: bytes | memoryview | None = None
         self.error: BaseException | None = None
-        self.stored = False
         self.cancelled = False
 
 
@@ -109,3 +108,17 @@ class CachedFile:
         st = self.states
         assert st is not None
         return st[block] if block < len(st) else ABSENT
+
+    def cancel_fills(self, first_block: int = 0) -> None:
+        """Fills touching blocks >= first_block must not store: the content changed under them."""
+        st = self.states
+        assert st is not None
+        for fill in {
+            fl for b, fl in self.inflight.items() if b >= first_block or fl.last > first_block
+        }:
+            fill.cancelled = True
+            for b in range(fill.first, fill.last):
+                if self.inflight.get(b) is fill:
+                    del self.inflight[b]
+                    if st[b] == FILLING:
+                        st[b] = ABSENT

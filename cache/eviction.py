@@ -3,18 +3,15 @@ recently used unpinned files go first; a free-space floor lowers the bound."""
 
 from __future__ import annotations
 
-import logging
-import os
 import time
 
-from .datafile import punch_hole
 from .entry import ABSENT, CLEAN, CachedFile, has_present
+from .state import CacheState
+from .system import disk_space, punch_hole
 
-log = logging.getLogger(__name__)
 
-
-class Eviction:
-    """Part of BlockCache (mixed in); uses its state, see blockcache.py."""
+class Eviction(CacheState):
+    """Part of BlockCache: freeing clean blocks, on demand and to stay under the bound."""
 
     def _drop_clean(self, f: CachedFile, blocks: list[int], *, persist: bool = True) -> int:
         """Punch clean blocks out; their records go first. Returns bytes freed."""
@@ -67,15 +64,16 @@ class Eviction:
         return before - self._used
 
     def _limit(self) -> int:
+        """max_bytes, lowered so the disk keeps min_free_pct free (checked at most once per
+        free_space_interval)."""
         if self.min_free_pct <= 0:
             return self.max_bytes
         now = time.monotonic()
         when, limit = self._limit_cache
-        if now - when < self.statvfs_interval:
+        if now - when < self.free_space_interval:
             return limit
-        sv = os.statvfs(self.directory)
-        free = sv.f_bavail * sv.f_frsize
-        want_free = sv.f_blocks * sv.f_frsize * self.min_free_pct / 100
+        free, total = disk_space(self.directory)
+        want_free = total * self.min_free_pct / 100
         limit = min(self.max_bytes, max(0, self._used + int(free - want_free)))
         self._limit_cache = (now, limit)
         return limit
@@ -103,7 +101,7 @@ class Eviction:
                 self._load_blocks(f)
             st = f.states
             assert st is not None
-            blocks = []
+            blocks: list[int] = []
             for b in range(len(st) - 1, -1, -1):
                 if st[b] != CLEAN:
                     continue

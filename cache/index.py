@@ -15,7 +15,6 @@ Named DBs (the filesystem opens its own beside these in the same environment):
 
 from __future__ import annotations
 
-import logging
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +22,6 @@ from pathlib import Path
 import lmdb
 
 from .errors import CacheMismatch
-
-log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 MAP_SIZE = 64 << 30  # sparse: LMDB only grows the file as pages are used
@@ -91,7 +88,7 @@ class Index:
 
     def __init__(self, path: Path, *, share_id: str, block_size: int) -> None:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # sync=True, metasync=False: every commit fdatasyncs the data pages before the meta page
+        # sync=True, metasync=False: every commit syncs the data pages before the meta page
         # is written, so a crash (process or OS) can lose the last transaction but never corrupt
         # the tree; commit() then env.sync(True)s to make the newest meta page durable too.
         self.env = lmdb.open(

@@ -9,15 +9,17 @@ import time
 
 import trio
 
-from .datafile import metadata_allowance, page_up, punch_hole
+from .datafile import metadata_allowance, page_up, pwrite_all
 from .entry import ABSENT, CLEAN, FILLING, CachedFile, Fill
 from .results import Fetch
+from .state import CacheState
+from .system import punch_hole
 
 log = logging.getLogger(__name__)
 
 
-class Reading:
-    """Part of BlockCache (mixed in); uses its state, see blockcache.py."""
+class Reading(CacheState):
+    """Part of BlockCache: reads, read-ahead and the fills both share with writes."""
 
     async def read(self, key: int, offset: int, length: int, *, size: int, fetch: Fetch) -> bytes:
         """Bytes [offset, offset+length) clipped to `size`; missing blocks are fetched once per
@@ -163,7 +165,7 @@ class Reading:
         off = first << sh
         want = min(last << sh, f.remote_valid) - off
         try:
-            data = await fetch(off, want)
+            data: bytes | memoryview = await fetch(off, want)
             if len(data) > want:
                 data = memoryview(data)[:want]
         except BaseException as exc:
@@ -173,7 +175,7 @@ class Reading:
         self._fetched += len(data)
         fill.data = data
         if not fill.cancelled and not f.dead:
-            fill.stored = self._store_fill(f, fill, data)
+            self._store_fill(f, fill, data)
         self._end_fill(f, fill)
         self._take(fill, got)
 
@@ -187,45 +189,24 @@ class Reading:
                     st[b] = ABSENT
         fill.event.set()
 
-    def _cancel_fills(self, f: CachedFile, first_block: int = 0) -> None:
-        """Fills touching blocks >= first_block must not store: the content changed under them."""
-        st = f.states
-        assert st is not None
-        for fill in {
-            fl for b, fl in f.inflight.items() if b >= first_block or fl.last > first_block
-        }:
-            fill.cancelled = True
-            for b in range(fill.first, fill.last):
-                if f.inflight.get(b) is fill:
-                    del f.inflight[b]
-                    if st[b] == FILLING:
-                        st[b] = ABSENT
-
-    def _store_fill(self, f: CachedFile, fill: Fill, data: bytes | memoryview) -> bool:
+    def _store_fill(self, f: CachedFile, fill: Fill, data: bytes | memoryview) -> None:
+        """Write a fill's bytes into the data file if room can be made; else leave the blocks
+        absent (the waiters have the bytes anyway). A failed write leaves a hole, not junk."""
         bs = self.block_size
         n = len(data)
         allocs = [page_up(max(0, min(bs, n - i * bs))) for i in range(fill.last - fill.first)]
         more = metadata_allowance(f.npresent + len(allocs)) - f.overhead
         if not self._make_room(sum(allocs) + more):
-            return False
+            return
         off = fill.first << self._shift
         fd = self._fd(f)
         try:
             if n:
-                self._pwrite_all(fd, data, off)
+                pwrite_all(fd, data, off)
         except OSError:
             log.warning("cache fill of %d bytes failed; serving it uncached", n, exc_info=True)
             punch_hole(fd, off, (fill.last - fill.first) * bs)
-            return False
+            return
         for i, b in enumerate(range(fill.first, fill.last)):
             self._set_block(f, b, CLEAN, allocs[i])
         self._unsynced.add(f.data_id)
-        return True
-
-    @staticmethod
-    def _pwrite_all(fd: int, data: bytes | memoryview, off: int) -> None:
-        n = os.pwrite(fd, data, off)
-        if n < len(data):
-            view = memoryview(data)
-            while n < len(view):
-                n += os.pwrite(fd, view[n:], off + n)

@@ -14,7 +14,9 @@ from __future__ import annotations
 import logging
 import os
 
-from .datafile import DataFiles, extents, metadata_allowance, page_up, punch_hole
+import lmdb
+
+from .datafile import DataFiles, metadata_allowance, page_up
 from .index import (
     CLEAN,
     DIRTY,
@@ -26,11 +28,13 @@ from .index import (
     block_val_unpack,
     key_bytes,
 )
+from .system import datasync, extents, punch_hole
 
 log = logging.getLogger(__name__)
 
 
 def reconcile(index: Index, data: DataFiles, block_size: int) -> None:
+    """Make index and data files agree again, in one transaction (see the module doc)."""
     shift = block_size.bit_length() - 1
     volatile = index.load_volatile()
     files = index.load_files()
@@ -39,7 +43,7 @@ def reconcile(index: Index, data: DataFiles, block_size: int) -> None:
     env = index.env
     with env.begin(write=True) as txn:
         cur = txn.cursor(db=index.blocks)
-        stale = []
+        stale: list[bytes] = []
         for k, v in cur:
             data_id, b = block_key_unpack(k)
             if data_id in claims:
@@ -74,7 +78,14 @@ def reconcile(index: Index, data: DataFiles, block_size: int) -> None:
     env.sync(True)
 
 
-def _reconcile_file(txn, index: Index, data: DataFiles, data_id: int, mine: dict, shift: int):
+def _reconcile_file(
+    txn: lmdb.Transaction,
+    index: Index,
+    data: DataFiles,
+    data_id: int,
+    mine: dict[int, tuple[int, int]],
+    shift: int,
+) -> None:
     """Punch allocated ranges no claim covers; set each claim's alloc to what is on disk."""
     bs = 1 << shift
     fd = os.open(data.path(data_id), os.O_RDWR | os.O_CLOEXEC)
@@ -100,6 +111,6 @@ def _reconcile_file(txn, index: Index, data: DataFiles, data_id: int, mine: dict
                 mine[b] = (state, real)
                 txn.put(block_key(data_id, b), block_val(state, real), db=index.blocks)
         if punched:
-            os.fdatasync(fd)
+            datasync(fd)
     finally:
         os.close(fd)

@@ -3,22 +3,20 @@ rename, invalidate. Destructive steps withdraw claims first (INVARIANTS.md, 3 an
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 
 import trio
 
-from .datafile import metadata_allowance, page_up
-from .entry import ABSENT, CLEAN, DIRTY, FILLING, CachedFile, has_present
+from .datafile import metadata_allowance, page_up, pwrite_all
+from .entry import ABSENT, CLEAN, DIRTY, FILLING, CachedFile, Fill, has_present
 from .errors import CacheFull
 from .results import Fetch
+from .state import CacheState
 
-log = logging.getLogger(__name__)
 
-
-class Writing:
-    """Part of BlockCache (mixed in); uses its state, see blockcache.py."""
+class Writing(CacheState):
+    """Part of BlockCache: writes and the calls that change a file's shape or identity."""
 
     async def write(self, key: int, offset: int, data: bytes | memoryview, *, fetch: Fetch) -> None:
         """Write into the cache and mark the touched blocks dirty (generation++).
@@ -47,7 +45,7 @@ class Writing:
             st = f.states
             assert st is not None
             rv = f.remote_valid
-            wait = None
+            wait: Fill | None = None
             for b in range(b0, min(b1 + 1, len(st))):
                 if st[b] == FILLING:
                     wait = f.inflight[b]
@@ -69,7 +67,7 @@ class Writing:
                 continue
             # From here on no await until the write is done.
             f.grow(b1 + 1)
-            allocs = []
+            allocs: list[int] = []
             growth = 0
             fresh_blocks = 0
             for b in range(b0, b1 + 1):
@@ -102,8 +100,8 @@ class Writing:
         for b in range(b0, b1 + 1):
             piece = got.get(b)
             if piece is not None and st[b] == ABSENT and len(piece):
-                self._pwrite_all(fd, piece, b << sh)
-        self._pwrite_all(fd, data, offset)
+                pwrite_all(fd, piece, b << sh)
+        pwrite_all(fd, data, offset)
         for i, b in enumerate(range(b0, b1 + 1)):
             self._set_block(f, b, DIRTY, allocs[i])
             self._gen += 1
@@ -133,7 +131,7 @@ class Writing:
         st = f.states
         assert st is not None
         keep = (size + bs - 1) >> sh  # blocks [0, keep) survive
-        self._cancel_fills(f, size >> sh)
+        f.cancel_fills(size >> sh)
         dropped = [b for b in range(keep, len(st)) if st[b] >= CLEAN]
         tail = size >> sh if size & (bs - 1) else -1  # partial last block, if any
         fd = -1
@@ -192,7 +190,7 @@ class Writing:
             self._load_blocks(f)
         st = f.states
         assert st is not None
-        self._cancel_fills(f)
+        f.cancel_fills()
         present = [(f, b) for b in range(len(st)) if st[b] >= CLEAN]
         self._persist_now(deletes=[(f, b) for b in range(len(f.durable)) if f.durable[b]])
         for _, b in present:
@@ -237,7 +235,7 @@ class Writing:
         f = self._get(key)
         st = f.states
         assert st is not None
-        self._cancel_fills(f)
+        f.cancel_fills()
         clean = [b for b in range(len(st)) if st[b] == CLEAN]
         f.epoch += 1
         if DIRTY not in st:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import stat
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 KEY_MODE = "fsyncmode"
 KEY_UID = "fsyncuid"
@@ -182,7 +183,7 @@ class Inode:
         self.meta_known = True
 
     # --- persistence: a JSON object with short keys, defaults left out
-    _FIELDS = (
+    _FIELDS: ClassVar[tuple[tuple[str, str, object], ...]] = (
         ("p", "parent", None),
         ("n", "name", None),
         ("k", "kind", None),

@@ -1,8 +1,9 @@
 """The `fsync-fuse` command line: one subcommand per job, each defined in its own module.
 
-Each command module exposes `register(subparsers)` which adds its parser and sets
-`func(args) -> int`. Modules are imported lazily so `--help` stays fast and a missing
-optional dependency only breaks the command that needs it.
+Each command module exposes `register(subparsers)`, which adds its parser and sets
+`func(args) -> int`. A command module imports only what parsing needs at the top and the
+rest inside `func`, so `--help` stays fast. To add a command: a module under `commands/`
+(talking to the daemon through `fsync_fuse.control`), and its name in COMMANDS.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import importlib
 import logging
 import sys
 
-# (module, attribute) of each command's `register` function, in --help order.
+#: modules whose `register(subparsers)` adds a command, in --help order. A module that cannot
+#: be imported is a bug: it fails loudly (no command may silently disappear).
 COMMANDS: list[str] = [
     "fsync_fuse.commands.mount",
     "fsync_fuse.commands.unmount",
@@ -33,13 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="verbose logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for modname in COMMANDS:
-        try:
-            module = importlib.import_module(modname)
-        except ModuleNotFoundError as exc:  # a command still being built must not break the others
-            if exc.name and modname.startswith(exc.name):
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(modname).register(sub)
     return parser
 
 

@@ -7,6 +7,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
 
@@ -55,7 +56,9 @@ class MountConfig:
     dir_cache_time: float | None = None  # None: see `listing_ttl`
     upload_leases: bool = True
     site_name: str = "site"
-    creds: dict = field(default_factory=dict)
+    #: longest a write waits for room when dirty and pinned data fill the cache (ENOSPC after)
+    full_timeout: float = 30.0
+    creds: dict[str, Any] = field(default_factory=dict)
 
     @property
     def listing_ttl(self) -> float:

@@ -26,6 +26,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 
+from cache import BlockCache
 from fsync_fuse import names
 from fsync_fuse.attrs import Inode
 from fsync_fuse.namespace import Namespace
@@ -47,22 +48,31 @@ def safe_site(site: str) -> str:
 
 
 class Conflicts:
-    def __init__(self, ns: Namespace, remote: Remote, cache, *, site: str) -> None:
-        self.ns, self.remote, self.cache = ns, remote, cache
+    def __init__(
+        self,
+        ns: Namespace,
+        cache: BlockCache,
+        remote: Remote,
+        *,
+        site: str,
+        on_change: Callable[[int, str], None] = lambda parent, name: None,
+    ) -> None:
+        self.ns, self.cache, self.remote = ns, cache, remote
         self.site = safe_site(site)
         #: called with (parent ino, name that changed meaning) so the kernel and the listing
-        #: learn about it (fs.py)
-        self.on_change: Callable[[int, str], None] | None = None
+        #: learn about it
+        self._on_change = on_change
         with ns.env.begin() as txn:
             raw = txn.get(_KEY, db=ns.db_meta)
         self.count = int(raw) if raw else 0
 
+    def announce(self, parent: int, name: str) -> None:
+        """`name` in directory `parent` means another file now (a version moved aside)."""
+        self._on_change(parent, name)
+
     def _counted(self) -> None:
         self.count += 1
-        self.ns.deferred[(self.ns.db_meta, _KEY)] = str(self.count).encode()
-
-    def differs(self, rec: Inode, entry: RemoteEntry) -> bool:
-        return entry.etag != rec.etag
+        self.ns.write_behind(self.ns.db_meta, _KEY, str(self.count).encode())
 
     async def check(
         self,
@@ -83,7 +93,7 @@ class Conflicts:
             entry = await self.remote.stat(path)
         except NotFound:
             entry = None
-        if entry is not None and not self.differs(rec, entry):
+        if entry is not None and entry.etag == rec.etag:
             return False
         if inflight and entry is not None and not entry.is_dir and entry.file_id == rec.file_id:
             log.debug("%s: the share's version is our own interrupted upload", path)
@@ -117,8 +127,8 @@ class Conflicts:
                 aside,
             )
             moved = self.ns.detach(ino, aside, remote_size=None, etag=None, file_id=None)
-            if moved is not None and self.on_change is not None:
-                self.on_change(moved[0], moved[1])
+            if moved is not None:
+                self.announce(*moved)
         else:
             dst = f"{parent_path}/{aside}" if parent_path else aside
             log.warning(
@@ -129,8 +139,7 @@ class Conflicts:
             )
             await self.remote.rename(path, dst, replace=False)
             self.ns.update(ino, remote_size=None, etag=None, file_id=None)
-            if self.on_change is not None:
-                self.on_change(rec.parent, aside)
+            self.announce(rec.parent, aside)
         return True
 
     async def place(
@@ -143,7 +152,8 @@ class Conflicts:
         Returns ours (as the rename reported it) and the path it ended up at."""
         for _ in range(3):
             try:
-                return await self.remote.rename(tmp, path, replace=False), path
+                ours = await self.remote.rename(tmp, path, replace=False)
+                return ours or await self.remote.stat(path), path
             except AlreadyExists:
                 pass
             try:
@@ -183,8 +193,7 @@ class Conflicts:
             aside,
         )
         await self.remote.rename(path, aside_path, replace=False)
-        if self.on_change is not None:
-            self.on_change(rec.parent, aside)
+        self.announce(rec.parent, aside)
         entry = await self.remote.rename(tmp, path, replace=False)
         assert entry is not None
         return entry, path

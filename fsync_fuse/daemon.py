@@ -1,79 +1,218 @@
-"""Going to the background the way sshfs and `rclone mount --daemon` do.
+"""The mount daemon's life: come up, serve the kernel until unmounted, leave cleanly.
 
-The parent forks before trio starts, then waits on a pipe: the child writes "ok" once the
-mount is ready, or the one-line reason it failed, and the parent exits 0 or 1 with that
-message. The child starts a new session, logs to a file, and points stdout/stderr there too,
-so even a crash leaves a trace.
+Order: check the mountpoint and lock the cache directory (cheap, local failures first), open
+the share (credentials and existence checked with one call), build and start the mount
+(assembly.py: cache, namespace, recovery of what a previous run left, background tasks),
+hand it to the kernel, report ready. On the way out: drain the queue unless a lazy unmount
+asked not to, stop the tasks, close the cache (a clean shutdown), close the share.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import logging
 import os
-import sys
+import signal
 from collections.abc import Callable
+from pathlib import Path
 
-Ready = Callable[[str | None], None]
+import pyfuse3
+import trio
+
+from cache import CacheMismatch
+from cache.system import set_mount_readahead
+from fsync_fuse.assembly import Mount, open_mount
+from fsync_fuse.config import MountConfig
+from remote.base import Remote, RemoteError
+
+log = logging.getLogger(__name__)
+
+#: what the kernel may read ahead on the mount: as far as one FUSE request carries (1 MiB)
+KERNEL_READ_AHEAD = 1 << 20
 
 
-def daemonize(logfile: str, child: Callable[[Ready], int]) -> int:
-    """Run `child(ready)` in a background process; return the parent's exit status."""
-    rfd, wfd = os.pipe()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid:
-        os.close(wfd)
-        chunks = []
-        while True:
-            chunk = os.read(rfd, 4096)
-            if not chunk:
-                break
-            chunks.append(chunk)
-        os.close(rfd)
-        msg = b"".join(chunks).decode(errors="replace").strip()
-        if msg == "ok":
-            return 0
-        if not msg:
-            msg = f"the mount daemon exited before the mount was ready (see {logfile})"
-        print(f"fsync-fuse: error: {msg}", file=sys.stderr)
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
-        return 1
+class MountError(Exception):
+    """The mount cannot come up; the message is one line for the user."""
 
-    # child
-    os.close(rfd)
-    os.setsid()
-    reported = False
 
-    def ready(error: str | None) -> None:
-        nonlocal reported
-        if reported:
-            return
-        reported = True
-        try:
-            os.write(wfd, b"ok" if error is None else error.encode())
-        finally:
-            os.close(wfd)
-
-    null = os.open(os.devnull, os.O_RDWR)
-    os.dup2(null, 0)
-    out = os.open(logfile, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    os.dup2(out, 1)
-    os.dup2(out, 2)
-    os.close(null)
-    os.close(out)
-    rc = 1
+def check_mountpoint(path: str) -> None:
     try:
-        rc = child(ready)
-    except BaseException as exc:  # noqa: BLE001 - report, then exit
-        import traceback
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise MountError(f"mountpoint {path} does not exist") from None
+    except OSError as exc:
+        if exc.errno == errno.ENOTCONN:
+            raise MountError(
+                f"{path} is a stale mount (its daemon died): run `fusermount3 -u {path}` first"
+            ) from None
+        raise MountError(f"mountpoint {path}: {exc.strerror}") from None
+    if not os.path.isdir(path):
+        raise MountError(f"mountpoint {path} is not a directory")
+    if os.path.ismount(path):
+        raise MountError(f"{path} is already a mount point")
+    if os.listdir(path):
+        raise MountError(f"mountpoint {path} is not empty")
+    if st.st_uid != os.getuid() and os.getuid() != 0:
+        raise MountError(f"mountpoint {path} is not owned by you")
 
-        traceback.print_exc()
-        ready(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
+def lock_cache_dir(directory: Path) -> int:
+    """One mount per cache directory: two daemons sharing one index would corrupt it."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+    fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise MountError(
+            f"cache directory {directory} is in use by another fsync-fuse mount "
+            "(give this mount its own --cache-dir)"
+        ) from None
+    return fd
+
+
+def fuse_options(cfg: MountConfig) -> set[str]:
+    opts = set(pyfuse3.default_options)
+    # No max_read: pyfuse3 cannot set conn->max_read to match, and libfuse refuses the mount.
+    # Reads are bounded by max_pages (1 MiB) and the kernel read-ahead (KERNEL_READ_AHEAD).
+    opts |= {f"fsname={cfg.share_url}", "subtype=fsync-fuse"}
+    if cfg.allow_other:
+        opts.add("allow_other")
+    return opts
+
+
+async def serve(cfg: MountConfig, ready: Callable[[str | None], None]) -> int:
+    """Run the mount until it is unmounted. Calls ready(None) once mounted, or
+    ready(message) and raises MountError when it cannot come up."""
+    from remote.credentials import open_remote
+
+    check_mountpoint(cfg.mountpoint)
+    lock_fd = lock_cache_dir(cfg.cache_dir)
+    try:
+        try:
+            with trio.fail_after(max(cfg.io_timeout, 30)):
+                remote = await open_remote(cfg.url, **cfg.creds)
+        except trio.TooSlowError:
+            raise MountError(f"{cfg.share_url}: no answer from the share") from None
+        except RemoteError as exc:
+            raise MountError(str(exc)) from None
+        try:
+            return await _serve(cfg, remote, ready)
+        finally:
+            with trio.CancelScope(shield=True):
+                await remote.aclose()
     finally:
-        ready("the mount daemon stopped before the mount was ready")
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(rc)
+        os.close(lock_fd)
+
+
+async def _serve(cfg: MountConfig, remote: Remote, ready: Callable[[str | None], None]) -> int:
+    def after_init() -> None:
+        # called on the first open: the kernel took our INIT reply (which sets it too) by then
+        set_mount_readahead(cfg.mountpoint, KERNEL_READ_AHEAD)
+
+    try:
+        async with open_mount(cfg, remote, after_init=after_init) as mount:
+            await _kernel_loop(cfg, mount, ready)
+    except CacheMismatch as exc:  # only opening the cache raises it
+        raise MountError(f"cache directory {cfg.cache_dir}: {exc}") from None
+    return 0
+
+
+async def _kernel_loop(cfg: MountConfig, mount: Mount, ready: Callable[[str | None], None]) -> None:
+    try:
+        pyfuse3.init(mount.fs, cfg.mountpoint, fuse_options(cfg))
+    except RuntimeError as exc:
+        raise MountError(
+            f"cannot mount on {cfg.mountpoint}: {exc} (is /dev/fuse there, "
+            "and fusermount3 installed?)"
+        ) from None
+    mount.notifier.mounted = True
+    unmounted = False
+    terminated = trio.Event()  # we ended the FUSE loop ourselves (a signal)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_on_signals, mount, terminated)
+            log.info(
+                "mounted %s on %s (cache %s, %d MiB)",
+                cfg.share_url,
+                cfg.mountpoint,
+                cfg.cache_dir,
+                cfg.cache_size >> 20,
+            )
+            ready(None)
+            await pyfuse3.main()
+            unmounted = not terminated.is_set()  # else we stopped serving: unmount below
+            log.info("%s %s", "unmounted" if unmounted else "unmounting", cfg.mountpoint)
+            if mount.control.drain_on_exit:
+                await _drain(mount, cfg.exit_drain_timeout)
+            else:
+                st = mount.writeback.status()
+                log.info(
+                    "lazy unmount: %d operations and %d files (%d bytes) stay queued "
+                    "for the next mount",
+                    st.ops,
+                    st.files,
+                    st.bytes,
+                )
+            nursery.cancel_scope.cancel()
+    finally:
+        mount.notifier.mounted = False
+        pyfuse3.close(unmount=not unmounted)
+
+
+async def _drain(mount: Mount, timeout: float) -> None:
+    st = mount.writeback.status()
+    if st.empty:
+        return
+    log.info(
+        "uploading what is left: %d operations, %d files (%d bytes)", st.ops, st.files, st.bytes
+    )
+    with trio.move_on_after(timeout) as scope:
+        await mount.writeback.drain()
+    if scope.cancelled_caught:
+        st = mount.writeback.status()
+        log.warning(
+            "gave up draining after %.0fs: %d operations and %d files stay queued for "
+            "the next mount (%s)",
+            timeout,
+            st.ops,
+            st.files,
+            st.error or "no error",
+        )
+
+
+async def _on_signals(mount: Mount, terminated: trio.Event) -> None:
+    """SIGINT/SIGTERM: drain the queue, then unmount; a second signal unmounts at once."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        async for signum in signals:
+            if signum == signal.SIGHUP:
+                continue
+            st = mount.writeback.status()
+            log.info(
+                "%s: uploading %d operations and %d files (%d bytes) before unmounting "
+                "(signal again to stop now)",
+                signal.Signals(signum).name,
+                st.ops,
+                st.files,
+                st.bytes,
+            )
+            async with trio.open_nursery() as inner:
+
+                async def drain_then_stop() -> None:
+                    await mount.writeback.drain()
+                    inner.cancel_scope.cancel()
+
+                async def second_signal() -> None:
+                    async for _ in signals:
+                        log.warning("second signal: unmounting now; the rest stays queued")
+                        mount.control.drain_on_exit = False
+                        inner.cancel_scope.cancel()
+                        return
+
+                inner.start_soon(drain_then_stop)
+                inner.start_soon(second_signal)
+            terminated.set()
+            pyfuse3.terminate()
+            return

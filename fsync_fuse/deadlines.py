@@ -1,6 +1,6 @@
 """Upload deadlines per inode, with a heap so a write costs O(1) and wakes nobody.
 
-`WriteBack._due` maps inode → the trio time its upload is due. Every write pushes its file's
+`DirtySet.due` maps inode → the trio time its upload is due. Every write pushes its file's
 deadline back, so the map changes on the hot path; the scheduler must still find the earliest
 deadline without scanning every queued file (a `tar x` of many small files made that O(N²)).
 
@@ -39,7 +39,7 @@ class Deadlines(dict[int, float]):
             self.waiting_until = due
             self._wake()
 
-    def setdefault(self, ino: int, due: float) -> float:  # type: ignore[override]
+    def setdefault(self, ino: int, due: float) -> float:
         if ino not in self:
             self[ino] = due
         return self[ino]

@@ -23,11 +23,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from fsync_fuse.attrs import Inode
+
 #: readdir offsets are entry ids + 3 (0 is "from the start"; ids are never reused)
 OFFSET = 3
 
 #: (offset of the next entry, name, the kernel's attributes, inode)
 Reply = tuple[int, bytes, Any, int]
+#: the namespace's `children(dir, after_id, limit)` -> [(entry id, name, record)]
+Children = Callable[[int, int, int], list[tuple[int, str, Inode]]]
 
 
 @dataclass(slots=True)
@@ -50,14 +54,12 @@ class DirReplies:
 
     def __init__(
         self,
-        children: Callable[[int, int, int], list],
         attrs: Callable[[Any], Any],
         *,
         max_entries: int = 120_000,
     ) -> None:
-        """`children(dir, after_id, limit)` -> [(entry id, name, record)] in id order (the
-        namespace's); `attrs(record)` -> what readdir_reply takes."""
-        self._children = children
+        """`attrs(record)` -> what readdir_reply takes. The namespace reports changes to
+        `changed`, so it is built after this and handed in to `replies` at each call."""
         self._attrs = attrs
         self.max_entries = max_entries
         self._chunks: OrderedDict[int, _Chunk] = OrderedDict()
@@ -71,12 +73,13 @@ class DirReplies:
             self._count -= len(chunk)
             self.stats["dropped"] += 1
 
-    def replies(self, dir_ino: int, start: int) -> Iterator[Reply]:
-        """Entries with an offset above `start`, in order. Consume it without awaiting: the
-        chunks are the namespace's state at the time of the call."""
+    def replies(self, dir_ino: int, start: int, children: Children) -> Iterator[Reply]:
+        """Entries with an offset above `start`, in order; `children(dir, after_id, limit)`
+        lists the namespace's entries in id order. Consume it without awaiting: the chunks
+        are the namespace's state at the time of the call."""
         chunk = self._chunks.get(dir_ino)
         if chunk is None or start < chunk.after or (not chunk.done and start >= chunk.offs[-1]):
-            chunk = self._load(dir_ino, start)
+            chunk = self._load(dir_ino, start, children)
         else:
             self._chunks.move_to_end(dir_ino)
         i = bisect_right(chunk.offs, start)
@@ -87,11 +90,11 @@ class DirReplies:
             )
             if chunk.done:
                 return
-            chunk = self._load(dir_ino, chunk.offs[-1])
+            chunk = self._load(dir_ino, chunk.offs[-1], children)
             i = 0
 
-    def _load(self, dir_ino: int, start: int) -> _Chunk:
-        batch = self._children(dir_ino, max(0, start - OFFSET), self.CHUNK)
+    def _load(self, dir_ino: int, start: int, children: Children) -> _Chunk:
+        batch = children(dir_ino, max(0, start - OFFSET), self.CHUNK)
         attrs = self._attrs
         chunk = _Chunk(
             start,

@@ -15,6 +15,7 @@ import json
 import logging
 import uuid
 
+import lmdb
 import trio
 
 from remote.base import LeaseConflict, NotFound, Remote, RemoteError, Transient
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 class Leases:
-    def __init__(self, env, remote: Remote) -> None:
+    def __init__(self, env: lmdb.Environment, remote: Remote) -> None:
         self.env = env
         self.remote = remote
         self.db = env.open_db(b"leases")

@@ -19,15 +19,19 @@ alone, and a listing during which the queue touched the directory is taken again
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import time
 from collections.abc import Callable
 
 import trio
 
+from cache import BlockCache
 from fsync_fuse.attrs import has_marker
 from fsync_fuse.groups import single_error
+from fsync_fuse.handles import References
 from fsync_fuse.namespace import FsError, MergeResult, Namespace, is_hidden
+from fsync_fuse.writeback import DirtySet
 from remote.base import NotFound, Remote, RemoteEntry, RemoteError
 
 log = logging.getLogger(__name__)
@@ -43,29 +47,30 @@ class Lister:
     def __init__(
         self,
         ns: Namespace,
+        cache: BlockCache,
         remote: Remote,
-        cache,
-        wb,
+        dirty: DirtySet,
         *,
+        refs: References,
+        on_merge: Callable[[int, MergeResult], None],
         ttl: float,
         list_ttl: float | None = None,
         io_timeout: float = 60.0,
         stat_parallel: int = 16,
-        referenced: Callable[[int], bool] = lambda ino: False,
-        on_merge: Callable[[int, MergeResult], None] | None = None,
     ) -> None:
         self.ns = ns
-        self.remote = remote
         self.cache = cache
-        self.wb = wb
+        self.remote = remote
+        self.dirty = dirty
+        #: what the kernel and open handles refer to: such entries are orphaned, not deleted,
+        #: and open files keep the content their readers see
+        self.refs = refs
+        #: told what each merge changed (the kernel adapter invalidates its caches)
+        self.on_merge = on_merge
         self.ttl_ns = int(ttl * 1e9)  # lookups of names a listing lacks, emptiness checks
         #: how long a listing answers readdir and lookups that find their name
         self.list_ttl_ns = int((ttl if list_ttl is None else max(ttl, list_ttl)) * 1e9)
         self.io_timeout = io_timeout
-        self.referenced = referenced
-        self.on_merge = on_merge
-        #: files open here: their content is not replaced under their readers (fs.py sets it)
-        self.in_use: Callable[[int], bool] = lambda ino: False
         self._stat_limiter = trio.CapacityLimiter(stat_parallel)
         self._bg_limiter = trio.CapacityLimiter(4)
         self._rounds: dict[int, _Round] = {}
@@ -76,7 +81,7 @@ class Lister:
         #: set when a refresh failed transiently or outlasted `wait_bound`; cleared by a success
         self.share_down = False
 
-    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Owns the background refreshes."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
@@ -189,9 +194,7 @@ class Lister:
                 if rec.listed_ns:
                     return  # the queue will bring the share in line with the local view
                 with trio.move_on_after(self.io_timeout):
-                    await outbox.wait_until(
-                        lambda c=chain: outbox.path_settled(c) and not outbox.has_child_ops(ino)
-                    )
+                    await outbox.wait_until(functools.partial(self._can_list, ino, chain))
                 continue
             with outbox.watch() as v0:
                 path = self.ns.path(ino)
@@ -211,7 +214,7 @@ class Lister:
                     continue
 
                 def busy(i: int, v0: int = v0) -> bool:
-                    return self.wb.busy(i) or outbox.touched_since(i, v0)
+                    return self.dirty.busy(i) or outbox.touched_since(i, v0)
 
                 def queued(i: int, v0: int = v0) -> bool:
                     """An operation carries this inode's path: it must not move."""
@@ -222,13 +225,17 @@ class Lister:
                     )
 
                 res = self.ns.merge_listing(
-                    ino, entries, metas, busy, self.referenced, self.in_use, queued
+                    ino, entries, metas, busy, self.refs.referenced, self.refs.is_open, queued
                 )
             self._apply(res)
-            if self.on_merge is not None:
-                self.on_merge(ino, res)
+            self.on_merge(ino, res)
             return
         log.debug("listing of inode %d kept changing under local operations; kept local", ino)
+
+    def _can_list(self, ino: int, chain: list[int]) -> bool:
+        """No queued operation affects the directory's path or its entries."""
+        outbox = self.ns.outbox
+        return outbox.path_settled(chain) and not outbox.has_child_ops(ino)
 
     def _need_stat(self, ino: int, entries: list[RemoteEntry]) -> list[RemoteEntry]:
         """Entries whose POSIX attributes must be read: new or changed ones that carry the
@@ -241,7 +248,7 @@ class Lister:
             found = self.ns.find(ino, e.name)
             rec = self.ns.get(found[0]) if found else None
             if rec is None or not rec.meta_known or rec.etag != e.etag:
-                if rec is None or not self.wb.busy(rec.ino):
+                if rec is None or not self.dirty.busy(rec.ino):
                     need.append(e)
         return need
 
@@ -274,4 +281,4 @@ class Lister:
             self.cache.invalidate(rec.ino, rec.remote_size or 0)
         for ino in res.purged:
             self.cache.delete(ino)
-            self.wb.dropped(ino)
+            self.dirty.dropped(ino)

@@ -19,6 +19,7 @@ replaying the earlier one after the later gives the same share.
 from __future__ import annotations
 
 from fsync_fuse import names
+from fsync_fuse.outbox import Outbox
 
 Path = tuple[str, ...]
 
@@ -48,7 +49,7 @@ def depends(later: tuple[list[Path], set[int]], earlier: tuple[list[Path], set[i
 class OpWindow:
     """The first `size` pending operations, decoded, and which of them are running."""
 
-    def __init__(self, outbox, *, size: int = 64, parallel: int = 8) -> None:
+    def __init__(self, outbox: Outbox, *, size: int = 64, parallel: int = 8) -> None:
         self.outbox = outbox
         self.size = size
         self.parallel = parallel

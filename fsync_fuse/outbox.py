@@ -3,7 +3,7 @@
 Each operation is a JSON object carrying the share paths computed when it was issued; applied
 strictly in order, they move the share through the same states the local namespace went
 through, so a path computed at issue time is the right share path at apply time. Operations are
-appended in the same LMDB transaction as the local change they describe (see namespace.py), so a
+appended in the same LMDB transaction as the local change they describe (see namespace/tables.py), so a
 crash never leaves one without the other.
 
 In memory we count, per inode, the pending operations it is the subject of (created, renamed,
@@ -18,9 +18,13 @@ import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import lmdb
 import trio
+
+if TYPE_CHECKING:
+    Txn = lmdb.Transaction[bytes]
 
 
 def _seq_key(seq: int) -> bytes:
@@ -89,7 +93,7 @@ class Outbox:
         return not any(i in self._subject for i in chain)
 
     # --- persistence (callers pass their own write transaction)
-    def append(self, txn: lmdb.Transaction, op: dict) -> int:
+    def append(self, txn: Txn, op: dict) -> int:
         seq = self._next_seq
         self._next_seq += 1
         txn.put(_seq_key(seq), json.dumps(op, separators=(",", ":")).encode(), db=self.db)
@@ -117,13 +121,6 @@ class Outbox:
         since then may predate it."""
         return self._touched.get(ino, 0) > version
 
-    def head(self) -> tuple[int, dict] | None:
-        with self.env.begin(db=self.db) as txn:
-            cur = txn.cursor()
-            if not cur.first():
-                return None
-            return int.from_bytes(cur.key(), "big"), json.loads(cur.value())
-
     def peek(self, after: int, limit: int) -> list[tuple[int, dict]]:
         """Up to `limit` pending operations with a sequence number above `after`, in order."""
         out: list[tuple[int, dict]] = []
@@ -137,7 +134,7 @@ class Outbox:
                     break
         return out
 
-    def remove(self, txn: lmdb.Transaction, seq: int) -> None:
+    def remove(self, txn: Txn, seq: int) -> None:
         txn.delete(_seq_key(seq), db=self.db)
 
     def removed(self, op: dict) -> None:
@@ -167,10 +164,6 @@ class Outbox:
         # Touch versions only matter to listings in flight; forget them when none is.
         if not self._watchers and len(self._touched) > 10000:
             self._touched.clear()
-
-    def all_ops(self) -> list[tuple[int, dict]]:
-        with self.env.begin(db=self.db) as txn:
-            return [(int.from_bytes(k, "big"), json.loads(v)) for k, v in txn.cursor()]
 
     # --- waiting
     async def wait_until(self, predicate: Callable[[], bool]) -> None:

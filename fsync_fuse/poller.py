@@ -78,7 +78,7 @@ class Poller:
         return list(self._hot)
 
     # ------------------------------------------------------------------ the loop
-    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         if self.interval <= 0:
             await trio.sleep_forever()

@@ -34,9 +34,11 @@ from dataclasses import dataclass, field
 
 import trio
 
-from fsync_fuse.attrs import FILE
-from fsync_fuse.namespace import Namespace
-from fsync_fuse.writeback import Gone
+from cache import BlockCache
+from cache.results import Fetch
+from fsync_fuse.attrs import FILE, Inode
+from fsync_fuse.namespace import Gone, Namespace
+from fsync_fuse.writeback import DirtySet
 from remote.base import NotFound, Remote, Transient
 
 log = logging.getLogger(__name__)
@@ -83,9 +85,9 @@ class Reader:
     def __init__(
         self,
         ns: Namespace,
-        cache,
+        cache: BlockCache,
         remote: Remote,
-        wb,
+        dirty: DirtySet,
         *,
         max_window: int,
         io_timeout: float = 60.0,
@@ -95,7 +97,7 @@ class Reader:
         self.ns = ns
         self.cache = cache
         self.remote = remote
-        self.wb = wb
+        self.dirty = dirty
         self.max_window = max_window
         self.io_timeout = io_timeout
         self._limiter = trio.CapacityLimiter(parallel)
@@ -104,17 +106,15 @@ class Reader:
         self._recalls: dict[int, trio.CancelScope] = {}  # ino -> its running recall
         self._dirs: dict[int, _DirReader] = {}  # directory ino -> files read in a row
         self._walk = (0.0, 0)  # (when, streak) of the last file read from its start
-        #: tells the cache how much of a clean file the share holds (fs.py sets it)
-        self.sync_remote_valid = lambda rec: None
         self.stats = {"recalls": 0, "recalled_bytes": 0, "dir_ahead_files": 0}
 
-    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             task_status.started()
             await trio.sleep_forever()
 
-    def fetcher(self, ino: int):
+    def fetcher(self, ino: int) -> Fetch:
         """The cache's fetch function for this inode: ranged GETs of its share path."""
 
         async def fetch(offset: int, length: int) -> bytes:
@@ -123,8 +123,9 @@ class Reader:
                 for _ in range(3):
                     version = outbox.version
                     try:
-                        await outbox.wait_until(lambda: self.wb.settled_path(ino) is not None)
-                        path = self.wb.settled_path(ino)
+                        await outbox.wait_until(lambda: self.ns.settled_path(ino) is not None)
+                        settled = self.ns.settled_path(ino)
+                        path = settled if settled is not None else await self._hidden_path(ino)
                     except Gone:
                         path = await self._hidden_path(ino)
                     try:
@@ -204,7 +205,7 @@ class Reader:
             if self._recalls.get(ino) is scope:
                 del self._recalls[ino]
 
-    def _dir_read(self, rec, missed: bool) -> None:
+    def _dir_read(self, rec: Inode, missed: bool) -> None:
         """A file was read from its start: count the directory's streak, move its window."""
         d = self._dirs.get(rec.parent)
         now = time.monotonic()
@@ -240,7 +241,7 @@ class Reader:
                 child.kind == FILE
                 and child.remote_size is not None
                 and 0 < child.size <= self.cache.block_size
-                and not self.wb.busy(child.ino)
+                and not self.dirty.busy(child.ino)
                 and self.cache.cached_bytes(child.ino) == 0
             ):
                 todo.append(child)
@@ -249,10 +250,10 @@ class Reader:
             self.stats["dir_ahead_files"] += 1
             self._nursery.start_soon(self._fetch_whole, child)
 
-    async def _fetch_whole(self, rec) -> None:
+    async def _fetch_whole(self, rec: Inode) -> None:
         async with self._limiter:
             try:
-                self.sync_remote_valid(rec)
+                self.dirty.sync_remote_valid(rec)
                 await self.cache.prefetch(
                     rec.ino, 0, rec.size, size=rec.size, fetch=self.fetcher(rec.ino)
                 )

@@ -15,9 +15,11 @@ from __future__ import annotations
 import logging
 import time
 
+from cache import BlockCache
 from fsync_fuse.attrs import FILE, Inode
-from fsync_fuse.namespace import FsError, Namespace
-from fsync_fuse.writeback import Gone, WriteBack
+from fsync_fuse.listing import Lister
+from fsync_fuse.namespace import FsError, Gone, Namespace
+from fsync_fuse.writeback import DirtySet
 from remote.base import NotFound, Remote, RemoteError
 
 log = logging.getLogger(__name__)
@@ -27,15 +29,15 @@ class Revalidator:
     def __init__(
         self,
         ns: Namespace,
+        cache: BlockCache,
         remote: Remote,
-        cache,
-        wb: WriteBack,
+        dirty: DirtySet,
         *,
+        lister: Lister,
         ttl: float,
-        lister=None,
         list_max: int = 1000,
     ) -> None:
-        self.ns, self.remote, self.cache, self.wb = ns, remote, cache, wb
+        self.ns, self.cache, self.remote, self.dirty = ns, cache, remote, dirty
         self.ttl_ns = int(ttl * 1e9)
         self.lister = lister
         self.list_max = list_max
@@ -57,13 +59,11 @@ class Revalidator:
             rec is None
             or rec.kind != FILE
             or rec.remote_size is None
-            or self.wb.busy(ino)
+            or self.dirty.busy(ino)
             or self._fresh(rec)
         ):
             return None
-        if self.lister is not None and self.ns.count_children(rec.parent, self.list_max + 1) <= (
-            self.list_max
-        ):
+        if self.ns.count_children(rec.parent, self.list_max + 1) <= (self.list_max):
             try:
                 await self.lister.refresh(rec.parent)
             except (RemoteError, FsError) as exc:
@@ -81,7 +81,7 @@ class Revalidator:
         outbox = self.ns.outbox
         with outbox.watch() as v0:
             try:
-                path = self.wb.settled_path(ino)
+                path = self.ns.settled_path(ino)
             except Gone:
                 return None
             if path is None:
@@ -97,7 +97,7 @@ class Revalidator:
             chain = self.ns.chain(ino) or [ino]
             if any(outbox.touched_since(i, v0) for i in chain):
                 return None
-            changed = self.ns.refresh_entry(ino, entry, self.wb.busy)
+            changed = self.ns.refresh_entry(ino, entry, self.dirty.busy)
         self._checked[ino] = time.time_ns()
         if len(self._checked) > 100_000:
             self._checked.clear()

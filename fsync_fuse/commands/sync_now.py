@@ -1,18 +1,20 @@
 """`fsync-fuse sync-now MOUNTPOINT`: look for changes on the share now, not at the next poll.
 
-The daemon re-lists every directory it has a listing of when the extended attribute
-`user.fsync.sync` is set on the mount root; the setxattr call returns when that pass is done,
-so changes made elsewhere before this command are visible when it returns.
+The daemon re-lists every directory it has a listing of when asked (control.request_sync);
+the request returns when that pass is done, so changes made elsewhere before this command
+are visible when it returns.
 """
 
 from __future__ import annotations
 
-import json
+import argparse
 import os
 import sys
 
+from fsync_fuse import control
 
-def register(subparsers) -> None:
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "sync-now",
         help="re-list the share now so changes made elsewhere show at once",
@@ -23,24 +25,24 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     mnt = os.path.abspath(args.mountpoint)
     if not os.path.ismount(mnt):
         print(f"fsync-fuse: error: {mnt} is not mounted", file=sys.stderr)
         return 1
     try:
-        os.setxattr(mnt, "user.fsync.sync", b"1")
+        control.request_sync(mnt)
     except OSError as exc:
         print(f"fsync-fuse: error: sync-now on {mnt}: {exc.strerror}", file=sys.stderr)
         return 1
     if not args.quiet:
-        try:
-            st = json.loads(os.getxattr(mnt, "user.fsync.status"))
+        st = control.read_status(mnt)
+        if st is not None:
             print(
                 f"synced {mnt}: {st.get('ops', 0)} operations and {st.get('files', 0)} files "
                 f"waiting to upload, {st.get('conflicts', 0)} conflicts so far",
                 file=sys.stderr,
             )
-        except (OSError, ValueError):
+        else:
             print(f"synced {mnt}", file=sys.stderr)
     return 0

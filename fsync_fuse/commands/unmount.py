@@ -1,23 +1,24 @@
 """`fsync-fuse unmount MOUNTPOINT`: wait for the upload queue to drain, then unmount.
 
-The daemon publishes its queue on the mount root as the extended attribute
-`user.fsync.pending` (JSON: files, bytes, ops, error) and its pid as `user.fsync.pid`; we poll
-the first until it is empty, unmount, then wait for the daemon to exit so the cache is closed
-when we return. `--lazy` tells the daemon (`user.fsync.control` = "lazy") not to drain and
-unmounts at once; the queue is persisted and finishes at the next mount.
+Through the control surface (control.py): ask the daemon to drain, poll its pending work
+until it is empty, unmount, then wait for the daemon (its pid) to exit so the cache is closed
+when we return. `--lazy` tells the daemon not to drain and unmounts at once; the queue is
+persisted and finishes at the next mount.
 """
 
 from __future__ import annotations
 
-import json
+import argparse
 import os
 import shutil
 import subprocess
 import sys
 import time
 
+from fsync_fuse import control
 
-def register(subparsers) -> None:
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "unmount",
         aliases=["umount"],
@@ -43,23 +44,6 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _xattr(path: str, name: str) -> bytes | None:
-    try:
-        return os.getxattr(path, name)
-    except OSError:
-        return None
-
-
-def _pending(path: str) -> dict | None:
-    raw = _xattr(path, "user.fsync.pending")
-    if raw is None:
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return None
-
-
 def _fusermount(path: str, lazy: bool) -> subprocess.CompletedProcess:
     tool = shutil.which("fusermount3") or shutil.which("fusermount")
     cmd = (
@@ -70,7 +54,8 @@ def _fusermount(path: str, lazy: bool) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True)
 
 
-def _human(n: int) -> str:
+def _human(nbytes: int) -> str:
+    n = float(nbytes)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if n < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -78,7 +63,7 @@ def _human(n: int) -> str:
     return str(n)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     mnt = os.path.abspath(args.mountpoint)
     if not os.path.ismount(mnt):
         try:
@@ -87,17 +72,16 @@ def run(args) -> int:
             return _finish(mnt, _fusermount(mnt, True), None, args)
         print(f"fsync-fuse: error: {mnt} is not mounted", file=sys.stderr)
         return 1
-    pid_raw = _xattr(mnt, "user.fsync.pid")
-    pid = int(pid_raw) if pid_raw and pid_raw.isdigit() else None
+    pid = control.read_pid(mnt)
     if args.lazy:
         try:
-            os.setxattr(mnt, "user.fsync.control", b"lazy")
+            control.send_control(mnt, control.CONTROL_LAZY)
         except OSError:
             pass
         return _finish(mnt, _fusermount(mnt, True), pid, args)
 
     try:
-        os.setxattr(mnt, "user.fsync.control", b"drain")  # upload now, not after the delay
+        control.send_control(mnt, control.CONTROL_DRAIN)  # upload now, not after the delay
     except OSError:
         pass
     tty = sys.stderr.isatty() and not args.quiet
@@ -105,8 +89,8 @@ def run(args) -> int:
     last_print = 0.0
     shown = False
     while True:
-        st = _pending(mnt)
-        if st is None or (not st.get("files") and not st.get("ops")):
+        st = control.read_pending(mnt)
+        if st is None or st.empty:
             break
         now = time.monotonic()
         if args.timeout is not None and now - start > args.timeout:
@@ -114,18 +98,18 @@ def run(args) -> int:
                 print(file=sys.stderr)
             print(
                 f"fsync-fuse: error: queue not drained after {args.timeout:.0f}s "
-                f"({st['files']} files, {_human(st['bytes'])}, {st['ops']} operations left); "
+                f"({st.files} files, {_human(st.bytes)}, {st.ops} operations left); "
                 "still mounted (use --lazy to unmount anyway)",
                 file=sys.stderr,
             )
             return 1
         if not args.quiet and (tty or now - last_print >= 5):
             msg = (
-                f"waiting for uploads: {st['files']} files, {_human(st['bytes'])}, "
-                f"{st['ops']} operations left"
+                f"waiting for uploads: {st.files} files, {_human(st.bytes)}, "
+                f"{st.ops} operations left"
             )
-            if st.get("error"):
-                msg += f" ({st['error']})"
+            if st.error:
+                msg += f" ({st.error})"
             print(
                 ("\r" + msg + "\033[K") if tty else msg,
                 end="" if tty else "\n",
@@ -140,7 +124,9 @@ def run(args) -> int:
     return _finish(mnt, _fusermount(mnt, False), pid, args)
 
 
-def _finish(mnt: str, proc: subprocess.CompletedProcess, pid: int | None, args) -> int:
+def _finish(
+    mnt: str, proc: subprocess.CompletedProcess[str], pid: int | None, args: argparse.Namespace
+) -> int:
     if proc.returncode != 0:
         err = (proc.stderr or proc.stdout).strip().splitlines()
         reason = err[-1] if err else f"exit status {proc.returncode}"

@@ -11,20 +11,19 @@ import base64
 import binascii
 import json
 import logging
-from collections.abc import Awaitable, Callable
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote
-
-import trio
 
 from . import auth
-from .auth import OBJECT, SERVICE, SHARE, Access
+from .auth import OBJECT, SERVICE, SHARE
+from .context import Ctx, Route, RouteKey
 from .errors import StorageError
 from .faults import Faults, Stats
 from .formats import iso_now_7, valid_component, valid_share_name
+from .handlers import ROUTES
+from .locks import KeyedLocks, WriteGate
 from .messages import Request, Response
+from .routing import find_route
 from .store import Store
 from .xmlbody import error_body
 
@@ -37,105 +36,6 @@ DEFAULT_KEY = (
 DEFAULT_VERSION = "2025-01-05"
 MAX_PATH_CHARS = 2048
 MAX_DEPTH = 250
-
-Handler = Callable[["Ctx"], Awaitable[Response]]
-
-
-@dataclass
-class Route:
-    op: str
-    handler: Handler
-    access: Access
-
-
-@dataclass
-class Ctx:
-    """Everything a handler needs about one request."""
-
-    app: Emulator
-    req: Request
-    share: str
-    parts: list[str]
-    route: Route
-    sas: auth.SasGrant | None = None
-
-    @property
-    def store(self) -> Store:
-        return self.app.store
-
-    @property
-    def path(self) -> str:
-        return "/".join(self.parts)
-
-    @property
-    def version(self) -> str:
-        return self.req.headers.get("x-ms-version") or self.req.query.get("sv") or DEFAULT_VERSION
-
-
-def strip_trailing_dots(parts: list[str], allow_header: str | None) -> list[str]:
-    """Without x-ms-allow-trailing-dot: true the service drops trailing dots of each name."""
-    if (allow_header or "").lower() == "true":
-        return parts
-    return [p.rstrip(".") if p.endswith(".") else p for p in parts]
-
-
-class KeyedLocks:
-    """One trio.Lock per key, created on demand and dropped when nobody holds or waits."""
-
-    def __init__(self) -> None:
-        self._locks: dict[object, list] = {}
-
-    @asynccontextmanager
-    async def hold(self, key: object):
-        entry = self._locks.get(key)
-        if entry is None:
-            entry = self._locks[key] = [trio.Lock(), 0]
-        entry[1] += 1
-        try:
-            async with entry[0]:
-                yield
-        finally:
-            entry[1] -= 1
-            if entry[1] == 0:
-                self._locks.pop(key, None)
-
-
-class WriteGate:
-    """Content writes of a share run (partly in worker threads) under `writing()`; a snapshot
-    takes `exclusive()`, which waits for writes in flight and holds new ones back, so the frozen
-    copy never sees half a write."""
-
-    def __init__(self) -> None:
-        self.active = 0
-        self.closed: trio.Event | None = None
-        self.drained: trio.Event | None = None
-
-    @asynccontextmanager
-    async def writing(self):
-        while self.closed is not None:
-            await self.closed.wait()
-        self.active += 1
-        try:
-            yield
-        finally:
-            self.active -= 1
-            if self.active == 0 and self.drained is not None:
-                self.drained.set()
-
-    @asynccontextmanager
-    async def exclusive(self):
-        while self.closed is not None:
-            await self.closed.wait()
-        closed = self.closed = trio.Event()
-        try:
-            while self.active:
-                self.drained = trio.Event()
-                await self.drained.wait()
-            yield
-        finally:
-            self.closed = None
-            self.drained = None
-            closed.set()
 
 
 @dataclass
@@ -157,9 +57,7 @@ class Emulator:
         self.locks = KeyedLocks()
         self.gates: dict[int, WriteGate] = {}
         self.recently_deleted: dict[str, float] = {}
-        from .handlers import ROUTES
-
-        self.routes: dict[tuple[str, str, str], Route] = ROUTES
+        self.routes: dict[RouteKey, Route] = ROUTES
 
     def gate(self, tree_id: int) -> WriteGate:
         g = self.gates.get(tree_id)
@@ -171,47 +69,8 @@ class Emulator:
         self.store.close()
 
     # ------------------------------------------------------------------ classification
-    def _split(self, req: Request) -> tuple[str, str, list[str]]:
-        path = unquote(req.raw_path, errors="surrogatepass")
-        segs = path.split("/")
-        segs = segs[1:] if segs and segs[0] == "" else segs
-        account = segs[0] if segs else ""
-        share = segs[1] if len(segs) > 1 else ""
-        parts = strip_trailing_dots(
-            [p for p in segs[2:] if p != ""], req.headers.get("x-ms-allow-trailing-dot")
-        )
-        return account, share, parts
-
-    def _scope(self, req: Request, share: str, parts: list[str]) -> str:
-        restype = req.query.get("restype", "")
-        if not share:
-            return "service"
-        if restype == "share" and not parts:
-            return "share"
-        if restype == "directory":
-            return "directory"
-        if parts:
-            return "file"
-        return "share?"
-
     def route(self, req: Request) -> tuple[Route, str, list[str], str]:
-        account, share, parts = self._split(req)
-        scope = self._scope(req, share, parts)
-        comp = req.query.get("comp", "")
-        method = "GET" if req.method == "HEAD" and scope != "file" else req.method
-        route = self.routes.get((scope, method, comp))
-        if route is None:
-            if any(k[0] == scope and k[2] == comp for k in self.routes):
-                raise StorageError("UnsupportedHttpVerb")
-            raise StorageError(
-                "InvalidQueryParameterValue",
-                details={"QueryParameterName": "comp", "QueryParameterValue": comp},
-            )
-        if scope == "file" and route.op == "CreateFile" and "x-ms-copy-source" in req.headers:
-            route = self.routes[("file", "PUT", "#copy")]
-        if scope == "file" and route.op == "PutRange" and "x-ms-copy-source" in req.headers:
-            route = self.routes[("file", "PUT", "#rangefromurl")]
-        return route, account, parts, share
+        return find_route(self.routes, req)
 
     def classify(self, req: Request) -> str:
         try:
@@ -273,7 +132,7 @@ class Emulator:
             ],
         )
 
-    def _policy(self, share: str, si: str) -> dict | None:
+    def _policy(self, share: str, si: str) -> dict[str, str] | None:
         """A stored access policy of the share (for service SAS with `si`)."""
         row = self.store.get_share(share)
         if row is None:

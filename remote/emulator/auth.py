@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import ipaddress
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
@@ -176,7 +177,7 @@ def verify_sas(
     access: Access,
     share: str,
     path: str,
-    policy_lookup=None,
+    policy_lookup: Callable[[str, str], dict[str, str] | None] | None = None,
 ) -> SasGrant:
     """Check signature, time window, protocol, IP, services, resource types and permissions."""
     q = {k.lower(): v for k, v in req.raw_query}
@@ -274,8 +275,26 @@ def _check_protocol_ip(spr: str, sip: str, client_ip: str) -> None:
             lo, _, hi = sip.partition("-")
             low = ipaddress.ip_address(lo)
             high = ipaddress.ip_address(hi) if hi else low
-            ok = low <= ip <= high
+            ok = _in_range(ip, low, high)
         except ValueError:
             ok = False
         if not ok:
             raise StorageError("AuthorizationSourceIPMismatch", ip=client_ip)
+
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _in_range(ip: IPAddress, low: IPAddress, high: IPAddress) -> bool:
+    """low <= ip <= high; bounds of the other IP version never match (ipaddress would raise)."""
+    if isinstance(ip, ipaddress.IPv4Address):
+        return (
+            isinstance(low, ipaddress.IPv4Address)
+            and isinstance(high, ipaddress.IPv4Address)
+            and low <= ip <= high
+        )
+    return (
+        isinstance(low, ipaddress.IPv6Address)
+        and isinstance(high, ipaddress.IPv6Address)
+        and low <= ip <= high
+    )

@@ -57,7 +57,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `fsync-fuse emulator` (called by fsync_fuse.cli for each command module)."""
     p = subparsers.add_parser(
         "emulator",
         help="run the local Azure Files emulator",

@@ -17,7 +17,9 @@ import json
 import random
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 DEFAULTS = {
     "latency_ms": 0.0,
@@ -38,7 +40,8 @@ class Faults:
     outage_until: float = 0.0
     rng: random.Random = field(default_factory=random.Random, repr=False)
 
-    def update(self, changes: dict) -> None:
+    def update(self, changes: Mapping[str, Any]) -> None:
+        """Set some faults from JSON values (checked and converted here)."""
         unknown = set(changes) - set(DEFAULTS)
         if unknown:
             raise ValueError(f"unknown fault keys: {sorted(unknown)}")
@@ -59,8 +62,8 @@ class Faults:
         self.update(dict(DEFAULTS))
         self.outage_until = 0.0
 
-    def snapshot(self) -> dict:
-        d = {k: v for k, v in asdict(self).items() if k in DEFAULTS}
+    def snapshot(self) -> dict[str, float]:
+        d: dict[str, float] = {k: v for k, v in asdict(self).items() if k in DEFAULTS}
         d["outage_remaining"] = max(0.0, self.outage_until - time.monotonic())
         return d
 
@@ -74,7 +77,7 @@ class Faults:
         return self.drop_rate > 0 and self.rng.random() < self.drop_rate
 
     @staticmethod
-    def parse(text: str) -> dict:
+    def parse(text: str) -> dict[str, Any]:
         data = json.loads(text or "{}")
         if not isinstance(data, dict):
             raise ValueError("faults must be a JSON object")
@@ -84,8 +87,8 @@ class Faults:
 @dataclass
 class Stats:
     total: int = 0
-    by_op: Counter = field(default_factory=Counter)
-    by_status: Counter = field(default_factory=Counter)
+    by_op: Counter[str] = field(default_factory=Counter)
+    by_status: Counter[str] = field(default_factory=Counter)
 
     def count(self, op: str) -> None:
         self.total += 1
@@ -99,7 +102,7 @@ class Stats:
         self.by_op.clear()
         self.by_status.clear()
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, object]:
         return {
             "total": self.total,
             "by_op": dict(self.by_op),

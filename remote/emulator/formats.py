@@ -178,10 +178,6 @@ def format_attributes(attrs: set[str]) -> str:
     return " | ".join(a for a in ATTR_ORDER if a in attrs)
 
 
-def attr_set(value: str) -> set[str]:
-    return {p.strip() for p in value.split("|") if p.strip()}
-
-
 # ----------------------------------------------------------------------------- names
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
@@ -31,7 +31,8 @@ class Request:
     raw_query: list[tuple[str, str]]
     header_items: list[tuple[str, str]]
     client_ip: str = ""
-    receive: Callable[[int], Awaitable[bytes]] | None = None
+    # the server reads a Content-Length body into one bytearray, without a copy to bytes
+    receive: Callable[[int], Awaitable[bytes | bytearray]] | None = None
     request_id: str = ""
     op: str = ""
     query: dict[str, str] = field(default_factory=dict)
@@ -73,7 +74,7 @@ class Request:
                 out.append((k[10:], v))
         return out
 
-    async def read_body(self, limit: int) -> bytes:
+    async def read_body(self, limit: int) -> bytes | bytearray:
         """The whole request body (at most `limit` bytes, else RequestBodyTooLarge)."""
         n = self.content_length
         if n > limit:
@@ -90,7 +91,7 @@ class Response:
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes = b""
     # for large bodies: an async generator of chunks and the total length ...
-    stream: Callable[[], AsyncIterator[bytes]] | None = None
+    stream: Callable[[], AsyncGenerator[bytes, None]] | None = None
     length: int | None = None
     # ... or (file path or None for zeros, offset) to send `length` bytes of with sendfile(2)
     sendfile: tuple[str | None, int] | None = None

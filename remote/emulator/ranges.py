@@ -57,13 +57,6 @@ def truncate(ranges: Ranges, size: int) -> Ranges:
     return clip(ranges, 0, size)
 
 
-def union(a: Ranges, b: Ranges) -> Ranges:
-    out = list(a)
-    for s, e in b:
-        out = add(out, s, e)
-    return out
-
-
 def minus(a: Ranges, b: Ranges) -> Ranges:
     out = list(a)
     for s, e in b:

@@ -13,6 +13,7 @@ import os
 import socket
 import struct
 import uuid
+from collections.abc import Mapping
 from contextlib import aclosing
 from http import HTTPStatus
 from typing import Protocol
@@ -411,7 +412,7 @@ def _reason(status: int) -> str:
         return "Unknown"
 
 
-def _json(status: int, data: dict) -> Response:
+def _json(status: int, data: Mapping[str, object]) -> Response:
     return Response(
         status=status,
         headers=[("Content-Type", "application/json")],
@@ -419,7 +420,13 @@ def _json(status: int, data: dict) -> Response:
     )
 
 
-async def serve(app: App, host: str, port: int, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+async def serve(
+    app: App,
+    host: str,
+    port: int,
+    *,
+    task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
+) -> None:
     """Listen and serve until cancelled."""
 
     async def handler(stream: trio.SocketStream) -> None:

@@ -59,7 +59,7 @@ def error_body(
     )
 
 
-def parse(body: bytes) -> ET.Element:
+def parse(body: bytes | bytearray) -> ET.Element:
     try:
         text = body.decode("utf-8-sig")
         return ET.fromstring(text)

@@ -303,7 +303,7 @@ def markdown(results: Results, meta: dict) -> str:
 
 
 _ENTRY_FRAMES = ("fsync_fuse/__main__.py", "fsync_fuse/cli.py", "fsync_fuse/commands/",
-                 "fsync_fuse/daemon.py")  # fmt: skip
+                 "fsync_fuse/background.py")  # fmt: skip
 
 
 def _sizes_line(s: dict, meta: dict) -> str:

@@ -477,7 +477,7 @@ async def test_reads_do_not_write_the_index(open_cache, remote):
 
 def test_data_files_are_sparse(tmp_path):
     """The cache depends on holes: check this filesystem gives us them."""
-    from cache.datafile import punch_hole
+    from cache.system import punch_hole
 
     p = tmp_path / "f"
     fd = os.open(p, os.O_RDWR | os.O_CREAT)

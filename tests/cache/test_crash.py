@@ -22,7 +22,7 @@ from pathlib import Path
 
 import trio
 
-from cache.datafile import extents
+from cache.system import extents
 from tests.cache.crash_child import BS, KEYS, MAX_FILE, open_cache, remote_fetch
 
 ROOT = Path(__file__).resolve().parents[2]

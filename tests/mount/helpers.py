@@ -234,3 +234,30 @@ def have_fuse() -> str | None:
     if not shutil.which("fusermount3"):
         return "fusermount3 is not installed"
     return None
+
+
+def eventually(check, timeout: float = 15.0, what: str = ""):
+    """Poll `check` until it returns a truthy value (or stops raising); fail after timeout."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            value = check()
+            if value:
+                return value
+            last = value
+        except (OSError, AssertionError) as exc:
+            last = exc
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not seen within {timeout}s: {what} (last: {last!r})")
+        time.sleep(0.1)
+
+
+def read(path) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+def write(path, data: bytes, mode: str = "wb") -> None:
+    with open(path, mode) as fh:
+        fh.write(data)

@@ -130,3 +130,14 @@ def test_mount_t_fuse_type(emulator, share_name, mnt, tmp_path):
     (mnt / "via-mount").write_bytes(b"ok")
     r = fsync_fuse("unmount", str(mnt))
     assert r.returncode == 0, r.stderr
+
+
+def test_a_command_module_that_cannot_be_imported_fails_loudly(monkeypatch):
+    """A mistyped or broken command module must not silently drop its command."""
+    from fsync_fuse import cli
+
+    shown = cli.build_parser().format_help()
+    assert all(name in shown for name in ("mount", "unmount", "sync-now", "emulator"))
+    monkeypatch.setattr(cli, "COMMANDS", [*cli.COMMANDS, "fsync_fuse.commands.no_such_command"])
+    with pytest.raises(ModuleNotFoundError, match="no_such_command"):
+        cli.build_parser()

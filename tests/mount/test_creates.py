@@ -1,6 +1,6 @@
 """New files reach the share under a temporary name and are renamed to their name without
 replacing anything: a small file costs three calls (create, one Put Range, rename), and a
-file another site created under the same name since this mount listed is kept (S3-2)."""
+file another site created under the same name since this mount listed is kept."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import os
 
 import trio
 
-from .test_multisite import eventually, read, write
+from tests.mount.helpers import eventually, read, write
 
 
 def test_small_new_files_cost_three_calls(mounter, share, share_url, emulator):
@@ -119,7 +119,7 @@ async def test_replayed_create_adopts_its_own_file(emulator, share_name, share, 
     cache = BlockCache.open(tmp_path / "c", max_bytes=1 << 26, share_id="t")
     try:
         ns = Namespace(cache.env)
-        c = Conflicts(ns, remote, cache, site="me")
+        c = Conflicts(ns, cache, remote, site="me")
         data = b"same content"
         rec = Inode(99, 1, "f.txt", FILE, size=len(data), mtime_ns=1_700_000_000_000_000_000)
         for where in ("f.txt", ".fsync-new-x-99"):

@@ -17,13 +17,15 @@ from remote.base import RemoteEntry
 
 
 def attrs_of(rec) -> tuple:
-    """What the kernel would be told about an entry (the fields FS._attrs takes from it)."""
+    """What the kernel would be told about an entry (the fields KernelAttributes takes from it)."""
     return (rec.ino, rec.st_mode, rec.size, rec.mtime_ns, rec.ctime_ns, rec.uid, rec.gid)
 
 
-def served(replies: DirReplies, dir_ino: int, start: int, limit: int | None = None) -> list:
+def served(
+    replies: DirReplies, ns: Namespace, dir_ino: int, start: int, limit: int | None = None
+) -> list:
     out = []
-    for off, name, attrs, ino in replies.replies(dir_ino, start):
+    for off, name, attrs, ino in replies.replies(dir_ino, start, ns.children):
         out.append((off, name, attrs, ino))
         if limit is not None and len(out) >= limit:
             break  # the kernel's buffer is full: a request ends early
@@ -31,20 +33,20 @@ def served(replies: DirReplies, dir_ino: int, start: int, limit: int | None = No
 
 
 @pytest.fixture
-def ns(tmp_path):
+def env(tmp_path):
     env = lmdb.open(str(tmp_path / "ns"), max_dbs=32, map_size=1 << 30)
-    yield Namespace(env, uid=os.getuid(), gid=os.getgid())
+    yield env
     env.close()
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_cached_replies_match_a_fresh_build_after_any_change(ns, seed):
+def test_cached_replies_match_a_fresh_build_after_any_change(env, seed):
     rnd = random.Random(seed)
-    cached = DirReplies(ns.children, attrs_of, max_entries=rnd.choice([40, 400, 100_000]))
+    cached = DirReplies(attrs_of, max_entries=rnd.choice([40, 400, 100_000]))
     cached.CHUNK = rnd.choice([3, 8, 512])  # small chunks exercise the chunk-by-chunk path
     dirs = [ROOT]
     files: list[int] = []
-    ns.on_dir_change = cached.changed
+    ns = Namespace(env, uid=os.getuid(), gid=os.getgid(), on_dir_change=cached.changed)
     never = lambda ino: False  # noqa: E731
     for step in range(400):
         r = rnd.random()
@@ -104,27 +106,27 @@ def test_cached_replies_match_a_fresh_build_after_any_change(ns, seed):
             if ns.get(d) is None or (ns.get(d).parent == 0 and d != ROOT):
                 dirs.remove(d)
                 continue
-            fresh = DirReplies(ns.children, attrs_of)
-            want = served(fresh, d, 0)
-            partial = served(cached, d, 0, rnd.choice([1, 2, 5]))
+            fresh = DirReplies(attrs_of)
+            want = served(fresh, ns, d, 0)
+            partial = served(cached, ns, d, 0, rnd.choice([1, 2, 5]))
             assert partial == want[: len(partial)]
-            assert served(cached, d, 0) == want, f"seed {seed} step {step} dir {d}"
+            assert served(cached, ns, d, 0) == want, f"seed {seed} step {step} dir {d}"
             if want:
                 start = rnd.choice(want)[0]
-                assert served(cached, d, start) == served(fresh, d, start)
+                assert served(cached, ns, d, start) == served(fresh, ns, d, start)
     assert cached.stats["served"] > cached.stats["built"]  # the cache was used at all
 
 
-def test_a_big_directory_is_kept_a_chunk_at_a_time(ns):
-    replies = DirReplies(ns.children, attrs_of)
+def test_a_big_directory_is_kept_a_chunk_at_a_time(env):
+    replies = DirReplies(attrs_of)
     replies.CHUNK = 16
+    ns = Namespace(env, uid=os.getuid(), gid=os.getgid(), on_dir_change=replies.changed)
     for i in range(100):
         ns.create(ROOT, f"f{i:03d}", FILE, 0o644, 0, 0)
-    ns.on_dir_change = replies.changed
-    got = served(replies, ROOT, 0)
+    got = served(replies, ns, ROOT, 0)
     assert [name for _, name, _, _ in got] == [f"f{i:03d}".encode() for i in range(100)]
     assert replies._count <= 16  # only the chunk being read stays
     # a reader that stops mid-chunk goes on from where the kernel says
-    first = served(replies, ROOT, 0, 20)
-    rest = served(replies, ROOT, first[-1][0])
+    first = served(replies, ns, ROOT, 0, 20)
+    rest = served(replies, ns, ROOT, first[-1][0])
     assert first + rest == got

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 
-from .test_multisite import eventually, read, write
+from tests.mount.helpers import eventually, read, write
 
 # polls every second; uploads only when asked (the changes stay dirty while the share moves)
 SLOW = ["--poll-interval", "1", "--attr-timeout", "1", "--writeback-delay", "60"]

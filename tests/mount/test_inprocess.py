@@ -84,7 +84,7 @@ async def test_fsx_inprocess(emulator, share_name, share, tmp_path):
                 await trio.sleep(0.05)  # let uploads finish and evictions happen
         await fs.release(fh)
         with trio.fail_after(60):
-            await fs.wb.drain()
+            await fs.writeback.drain()
     data = await trio.to_thread.run_sync(share.get, "f.bin")
     assert data == bytes(model), f"seed {seed}: the share differs"
 
@@ -106,7 +106,7 @@ async def test_namespace_ops_reach_the_share_in_order(emulator, share_name, shar
             await fs.create(d.st_ino, b"B", 0o644, os.O_WRONLY, CTX)
         assert info.value.errno == errno.EEXIST
         with trio.fail_after(30):
-            await fs.wb.drain()
+            await fs.writeback.drain()
     tree = await trio.to_thread.run_sync(share.walk)
     assert tree == {"e": True, "e/b": False, "e/l": False}
     assert await trio.to_thread.run_sync(share.get, "e/b") == b"content of a"
@@ -127,10 +127,10 @@ async def test_unlink_while_open_defers_removal(emulator, share_name, share, tmp
         assert await fs.read(fh, 90, 100) == b"x" * 10
         assert (await fs.getattr(ino, CTX)).st_size == 100
         await fs.release(fh)
-        fs.forget([(ino, 1)])
+        await fs.forget([(ino, 1)])
         assert fs.ns.get(ino) is None
         with trio.fail_after(30):
-            await fs.wb.drain()
+            await fs.writeback.drain()
     assert not await trio.to_thread.run_sync(share.exists, "x")
 
 

@@ -1,5 +1,5 @@
 """Several real mounts of one share (each its own cache and --site-name): changes made at one
-site, or directly through the SDK, show at the others without remounting (issue 6)."""
+site, or directly through the SDK, show at the others without remounting."""
 
 from __future__ import annotations
 
@@ -9,34 +9,9 @@ import time
 
 import pytest
 
+from tests.mount.helpers import eventually, read, write
+
 FAST = ["--poll-interval", "1", "--attr-timeout", "1", "--writeback-delay", "0.2"]
-
-
-def eventually(check, timeout: float = 15.0, what: str = ""):
-    """Poll `check` until it returns a truthy value (or stops raising); fail after timeout."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while True:
-        try:
-            value = check()
-            if value:
-                return value
-            last = value
-        except (OSError, AssertionError) as exc:
-            last = exc
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not seen within {timeout}s: {what} (last: {last!r})")
-        time.sleep(0.1)
-
-
-def read(path) -> bytes:
-    with open(path, "rb") as fh:
-        return fh.read()
-
-
-def write(path, data: bytes, mode: str = "wb") -> None:
-    with open(path, mode) as fh:
-        fh.write(data)
 
 
 def two_sites(mounter, share_url, extra_b: list[str] | None = None):

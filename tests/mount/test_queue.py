@@ -8,6 +8,8 @@ import random
 
 import pytest
 
+from tests.mount.helpers import eventually
+
 pytestmark = pytest.mark.mount
 
 SLOW = ["--writeback-delay", "60"]  # nothing uploads by itself while the test looks
@@ -29,6 +31,21 @@ def test_unmount_drains(mounter, share, share_url):
     assert m.proc.wait(30) == 0
     for p, data in files.items():
         assert share.get(p) == data, p
+
+
+def test_new_files_wait_for_the_writeback_delay(mounter, share, share_url):
+    """A new small file, closed at once, is created on the share when the queue reaches its
+    create, but its content waits for --writeback-delay like any other write (it used to go
+    out with the create as soon as the mount was quiet for 0.3 s)."""
+    m = mounter(share_url, args=SLOW)
+    (m.mnt / "w").mkdir()
+    (m.mnt / "w/new.txt").write_bytes(b"content" * 100)
+    eventually(lambda: share.exists("w/new.txt"), what="the create on the share")
+    assert share.get("w/new.txt") != b"content" * 100
+    assert m.pending()["files"] == 1
+    r = m.cli_unmount()  # draining sends it now
+    assert r.returncode == 0, r.stderr
+    assert share.get("w/new.txt") == b"content" * 100
 
 
 def test_lazy_unmount_resumes_at_next_mount(mounter, share, share_url):

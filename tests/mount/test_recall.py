@@ -7,7 +7,7 @@ import json
 import os
 import random
 
-from .test_multisite import eventually
+from tests.mount.helpers import eventually
 
 
 def random_reads(path, size: int, n: int, rnd: random.Random, want: bytes) -> None:

@@ -1,5 +1,5 @@
-"""Failures that must not kill the mount, lose queued work or leave it stuck (review-mount.md:
-S1-2, S1-3, S2-2, S2-3, S2-4, S2-5), against the real filesystem objects over the emulator."""
+"""Failures that must not kill the mount, lose queued work or leave it stuck, against the real
+filesystem objects over the emulator."""
 
 from __future__ import annotations
 
@@ -43,11 +43,11 @@ async def new_file(fs, parent: int, name: bytes, data: bytes) -> int:
 
 async def drained(fs, timeout: float = 60.0) -> None:
     with trio.fail_after(timeout):
-        await fs.wb.drain()
+        await fs.writeback.drain()
 
 
 async def test_failed_stats_in_a_listing_are_remote_errors(emulator, share_name, share, tmp_path):
-    """S1-2: a listing whose `stat`s fail serves the cached listing (no ExceptionGroup to
+    """A listing whose `stat`s fail serves the cached listing (no ExceptionGroup to
     lookups), and background refreshes failing that way leave the mount running."""
     for i in range(30):
         await trio.to_thread.run_sync(share.put, f"d/f{i}", b"v1")
@@ -76,7 +76,7 @@ async def test_failed_stats_in_a_listing_are_remote_errors(emulator, share_name,
 
 
 async def test_failed_put_range_backs_off_and_reports(emulator, share_name, share, tmp_path):
-    """S1-2: a Put Range failing inside the upload's nursery is a remote failure (status
+    """A Put Range failing inside the upload's nursery is a remote failure (status
     shows why, backoff applies), not an 'unexpected' error with a fixed retry."""
     async with filesystem(
         emulator.share_url(share_name), tmp_path / "c", options=NO_RETRY, delay=0.1
@@ -88,21 +88,23 @@ async def test_failed_put_range_backs_off_and_reports(emulator, share_name, shar
             fh = (await fs.open(ino, os.O_WRONLY, CTX)).fh
             await fs.write(fh, 0, b"B" * 1000)  # same size: the upload's first call is a PUT
             await fs.release(fh)
-            await wait_for(lambda: fs.wb.last_error is not None, what="upload error in status")
-            assert "unreachable" in fs.wb.last_error
+            await wait_for(
+                lambda: fs.writeback.uploader.last_error is not None, what="upload error in status"
+            )
+            assert "unreachable" in fs.writeback.uploader.last_error
             pending = json.loads(await fs.getxattr(ROOT, b"user.fsync.pending", CTX))
             assert pending["error"] and pending["files"] == 1
         finally:
             emulator.clear_faults()
-        fs.wb._due[ino] = 0.0  # retry now rather than after the backoff
-        fs.wb._poke()
+        fs.dirty.due[ino] = 0.0  # retry now rather than after the backoff
+        fs.dirty.poke()
         await drained(fs)
     got = await trio.to_thread.run_sync(share.get, "f")
     assert got == b"B" * 1000 + b"A" * 99_000
 
 
 async def test_refused_ops_are_retried_not_dropped(fresh_emulator, tmp_path):
-    """S1-3: while the share refuses us (the account key changed: 403), queued operations
+    """While the share refuses us (the account key changed: 403), queued operations
     stay queued with the error in status; nothing is dropped or recorded as present; once
     the credentials work again everything reaches the share."""
     from azure.storage.fileshare import ShareServiceClient
@@ -120,7 +122,7 @@ async def test_refused_ops_are_retried_not_dropped(fresh_emulator, tmp_path):
         try:
             d = (await fs.mkdir(ROOT, b"dir", 0o755, CTX)).st_ino
             f = await new_file(fs, d, b"f", b"payload" * 1000)
-            await wait_for(lambda: fs.wb.status().error is not None, what="error in status")
+            await wait_for(lambda: fs.writeback.status().error is not None, what="error in status")
             st = json.loads(await fs.getxattr(ROOT, b"user.fsync.pending", CTX))
             assert "refused" in st["error"]
             assert st["ops"] == 2  # mkdir and create: both still queued
@@ -130,13 +132,13 @@ async def test_refused_ops_are_retried_not_dropped(fresh_emulator, tmp_path):
             emu.key = key
             await trio.to_thread.run_sync(emu.start)
         await drained(fs, timeout=120)
-        assert fs.wb.status().error is None
+        assert fs.writeback.status().error is None
     share = Share(emu.connection_string, "robust")
     assert await trio.to_thread.run_sync(share.get, "dir/f") == b"payload" * 1000
 
 
 async def test_truncate_persists_low_mark_before_cache_drops_data(emulator, share_name, tmp_path):
-    """S2-5: when the cache destroys the data above a truncate, the low-water mark that makes
+    """When the cache destroys the data above a truncate, the low-water mark that makes
     the share drop it too is already durable."""
     async with filesystem(emulator.share_url(share_name), tmp_path / "c", delay=0.1) as fs:
         ino = await new_file(fs, ROOT, b"t", b"x" * 300_000)
@@ -145,7 +147,7 @@ async def test_truncate_persists_low_mark_before_cache_drops_data(emulator, shar
         real = fs.cache.truncate
 
         def observed(key: int, size: int) -> None:
-            with fs.ns.env.begin(db=fs.wb.db) as txn:  # what a crash right now leaves
+            with fs.ns.env.begin(db=fs.dirty.db) as txn:  # what a crash right now leaves
                 raw = txn.get(key.to_bytes(8, "big"))
             seen.append(json.loads(raw)["low"] if raw else None)
             real(key, size)
@@ -160,7 +162,7 @@ async def test_truncate_persists_low_mark_before_cache_drops_data(emulator, shar
 
 
 async def test_dirty_blocks_beyond_size_after_crash(emulator, share_name, share, tmp_path):
-    """S2-2: the cache committed writes the namespace never recorded the size of (a SIGKILL
+    """The cache committed writes the namespace never recorded the size of (a SIGKILL
     between the cache's commit and the namespace's flush): start-up cuts them off, so the
     file uploads once and the queue drains instead of re-uploading it forever."""
     url, cdir = emulator.share_url(share_name), tmp_path / "c"
@@ -186,7 +188,7 @@ async def test_dirty_blocks_beyond_size_after_crash(emulator, share_name, share,
 
 
 async def test_drain_request_ends(emulator, share_name, tmp_path):
-    """S2-4: `user.fsync.control=drain` runs in the mount's nursery with a deadline pushed
+    """`user.fsync.control=drain` runs in the mount's nursery with a deadline pushed
     by whoever polls `user.fsync.pending`; when nobody does (unmount gave up), drain mode
     ends and writes get their quiet delay again."""
     async with filesystem(
@@ -194,7 +196,7 @@ async def test_drain_request_ends(emulator, share_name, tmp_path):
     ) as fs:
         ino = await new_file(fs, ROOT, b"h", b"a" * 1000)
         await drained(fs)
-        fs.drain_grace = 1.0
+        fs.control.drain_grace = 1.0
         emulator.set_faults(outage_seconds=600)
         try:
             fh = (await fs.open(ino, os.O_WRONLY, CTX)).fh
@@ -202,19 +204,19 @@ async def test_drain_request_ends(emulator, share_name, tmp_path):
             await fs.release(fh)
             await fs.setxattr(ROOT, b"user.fsync.control", b"drain", CTX)
             await fs.setxattr(ROOT, b"user.fsync.control", b"drain", CTX)  # replaces the first
-            await wait_for(lambda: fs.wb.draining, what="drain mode")
+            await wait_for(lambda: fs.writeback.pacing.draining, what="drain mode")
             await trio.sleep(0.1)
-            assert fs.wb._drains == 1  # the replaced request no longer counts
-            await wait_for(lambda: not fs.wb.draining, what="end of drain mode")
+            assert fs.writeback.pacing._drains == 1  # the replaced request no longer counts
+            await wait_for(lambda: not fs.writeback.pacing.draining, what="end of drain mode")
         finally:
             emulator.clear_faults()
-        fs.wb._due[ino] = 0.0
-        fs.wb._poke()
+        fs.dirty.due[ino] = 0.0
+        fs.dirty.poke()
         await drained(fs)
 
 
 async def test_writes_do_not_wake_the_scheduler(emulator, share_name, share, tmp_path):
-    """P1: with many files waiting, a write that only pushes its file's deadline back costs
+    """With many files waiting, a write that only pushes its file's deadline back costs
     no scheduler round (it used to wake it and scan every queued file)."""
     async with filesystem(emulator.share_url(share_name), tmp_path / "c", delay=3600) as fs:
         for i in range(50):
@@ -222,11 +224,11 @@ async def test_writes_do_not_wake_the_scheduler(emulator, share_name, share, tmp
         fi, entry = await fs.create(ROOT, b"hot", 0o644, os.O_WRONLY, CTX)
         await fs.write(fi.fh, 0, b"0")
         await trio.sleep(0.1)
-        rounds = fs.wb.scheduler_rounds
+        rounds = fs.writeback.uploader.scheduler_rounds
         for i in range(500):
             await fs.write(fi.fh, i, b"x")
             await trio.sleep(0)  # let the scheduler run if it was woken
-        assert fs.wb.scheduler_rounds - rounds < 10
+        assert fs.writeback.uploader.scheduler_rounds - rounds < 10
         await fs.release(fi.fh)
         # deadlines still work: an earlier one wakes it, and everything uploads
         await drained(fs)
@@ -236,7 +238,7 @@ async def test_writes_do_not_wake_the_scheduler(emulator, share_name, share, tmp
 
 @pytest.mark.mount
 def test_listed_tree_stays_usable_during_an_outage(mounter, fresh_emulator):
-    """S2-3: while the share is unreachable, `ls` of listed directories, `stat`s, reads of
+    """While the share is unreachable, `ls` of listed directories, `stat`s, reads of
     cached files and a create in a listed directory answer from the cache without waiting
     the remote's retry budget (~20-95 s); the new file reaches the share once it is back."""
     from azure.storage.fileshare import ShareServiceClient
@@ -288,7 +290,7 @@ def test_listed_tree_stays_usable_during_an_outage(mounter, fresh_emulator):
 
 @pytest.mark.mount
 def test_unlinked_open_file_stays_readable(mounter, share, share_url):
-    """S2-1: a file larger than the cache, removed (unlink, and replaced by a rename) while
+    """A file larger than the cache, removed (unlink, and replaced by a rename) while
     open, is read whole through the open handle after the removal reached the share; once
     closed and forgotten its name and the hidden copy are gone from the share."""
     import random

@@ -8,8 +8,8 @@ variants of Create File and Put Range. The op name is what /_admin/stats counts.
 
 from __future__ import annotations
 
-from ..app import Route
 from ..auth import OBJECT, SERVICE, SHARE, Access
+from ..context import Route, RouteKey
 from . import directory, file, file_copy, file_lease, file_ranges, service, share
 
 R = Route
@@ -19,7 +19,7 @@ def _a(level: str, perms: str) -> Access:
     return Access(level, perms)
 
 
-ROUTES: dict[tuple[str, str, str], Route] = {
+ROUTES: dict[RouteKey, Route] = {
     # service
     ("service", "GET", "list"): R("ListShares", service.list_shares, _a(SERVICE, "l")),
     ("service", "GET", "properties"): R(

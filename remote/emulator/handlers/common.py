@@ -7,7 +7,7 @@ import json
 import sqlite3
 import uuid
 
-from ..app import Ctx
+from ..context import Ctx
 from ..errors import StorageError
 from ..formats import (
     file_id,
@@ -36,7 +36,7 @@ CONTENT_HEADERS = {
 }
 
 
-def response(status: int, *headers: tuple[str, object]) -> Response:
+def response(status: int, *headers: tuple[str, str | int | None]) -> Response:
     resp = Response(status=status)
     for k, v in headers:
         resp.add(k, v)
@@ -97,6 +97,23 @@ def existing(ctx: Ctx, tree_id: int, parts: list[str], want_dir: bool) -> sqlite
     _, row = walk(ctx, tree_id, parts)
     if row is None or bool(row["is_dir"]) != want_dir:
         raise StorageError("ResourceNotFound")
+    return row
+
+
+def current_node(ctx: Ctx, tree_id: int, node_id: int) -> sqlite3.Row:
+    """The node as it is now, read again after waiting for its lock: a request that ran
+    meanwhile may have deleted it (ResourceNotFound)."""
+    row = ctx.store.node(tree_id, node_id)
+    if row is None:
+        raise StorageError("ResourceNotFound")
+    return row
+
+
+def written_node(ctx: Ctx, tree_id: int, node_id: int) -> sqlite3.Row:
+    """A node this request has just created or updated, for the response's headers."""
+    row = ctx.store.node(tree_id, node_id)
+    if row is None:  # pragma: no cover - answered InternalError
+        raise RuntimeError(f"node {tree_id}/{node_id} is gone right after it was written")
     return row
 
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from urllib.parse import unquote, urlsplit
 
-from ..app import Ctx, strip_trailing_dots
+from ..context import Ctx
 from ..errors import StorageError
 from ..formats import file_id, http_date, name_key, new_etag, now_ns, smb_time, valid_component
 from ..messages import Response
+from ..routing import strip_trailing_dots
 from ..xmlbody import el, esc, name_el
 from . import common
 from .common import (
@@ -71,7 +72,7 @@ async def create(ctx: Ctx) -> Response:
     except BaseException:
         store.rollback()
         raise
-    row = store.node(tree, node_id)
+    row = common.written_node(ctx, tree, node_id)
     resp = response(201)
     add_etag(resp, row)
     resp.add("x-ms-request-server-encrypted", "true")
@@ -120,7 +121,7 @@ async def set_properties(ctx: Ctx) -> Response:
     store.update_node(
         tree, row["node_id"], attrs=attrs, perm_key=perm, etag=etag, mtime=now, **times
     )
-    row = store.node(tree, row["node_id"])
+    row = common.written_node(ctx, tree, row["node_id"])
     resp = response(200)
     add_etag(resp, row)
     resp.add("x-ms-request-server-encrypted", "true")
@@ -291,7 +292,7 @@ async def rename_node(ctx: Ctx, want_dir: bool) -> Response:
             store.rollback()
             raise
     store.unlink_blobs(dead)
-    row = store.node(tree, src["node_id"])
+    row = common.written_node(ctx, tree, src["node_id"])
     resp = response(200)
     add_etag(resp, row)
     resp.add("x-ms-request-server-encrypted", "true")

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import AsyncGenerator
 
 from .. import ranges as rg
-from ..app import Ctx
+from ..blobs import clear_range, read_range, resize_blob
+from ..context import Ctx
 from ..errors import StorageError
 from ..formats import name_key, new_etag, now_ns, smb_time
 from ..messages import Response
-from ..store import clear_range, read_range, resize_blob
 from . import common
 from .common import (
     add_etag,
@@ -95,9 +96,7 @@ async def create(ctx: Ctx) -> Response:
     else:
         node_id = row["node_id"]
         async with file_lock(ctx, tree, node_id):
-            row = store.node(tree, node_id)
-            if row is None:
-                raise StorageError("ResourceNotFound")
+            row = common.current_node(ctx, tree, node_id)
             perm = common.smb_perm_key(ctx, False, None, create=True)
             store.update_node(
                 tree,
@@ -118,7 +117,7 @@ async def create(ctx: Ctx) -> Response:
             if row["blob_id"] is not None:
                 dead = store.decref_many([row["blob_id"]])
     store.unlink_blobs(dead)
-    row = store.node(tree, node_id)
+    row = common.written_node(ctx, tree, node_id)
     resp = response(201)
     add_etag(resp, row)
     resp.add("x-ms-request-server-encrypted", "true")
@@ -148,7 +147,7 @@ async def get_properties(ctx: Ctx) -> Response:
     _file_headers(resp, row)
     resp.length = row["size"]
 
-    async def nothing():
+    async def nothing() -> AsyncGenerator[bytes, None]:
         return
         yield b""  # pragma: no cover
 
@@ -239,7 +238,7 @@ async def put_range(ctx: Ctx) -> Response:
         raise StorageError("InvalidRange")
     common.check_write_lease(ctx, row)
     md5 = None
-    body = b""
+    body: bytes | bytearray = b""
     given_md5 = h.get("content-md5")
     if mode == "update":
         body = await ctx.req.read_body(MAX_RANGE)
@@ -250,9 +249,7 @@ async def put_range(ctx: Ctx) -> Response:
             if given_md5 != md5:
                 raise StorageError("Md5Mismatch")
     async with ctx.app.gate(tree).writing(), file_lock(ctx, tree, row["node_id"]):
-        row = store.node(tree, row["node_id"])
-        if row is None:
-            raise StorageError("ResourceNotFound")
+        row = common.current_node(ctx, tree, row["node_id"])
         if end > row["size"]:
             raise StorageError("InvalidRange")
         if mode == "update":
@@ -268,7 +265,7 @@ async def put_range(ctx: Ctx) -> Response:
         if not preserve_wtime:
             cols["wtime"] = now
         store.update_node(tree, row["node_id"], **cols)
-        row = store.node(tree, row["node_id"])
+        row = common.written_node(ctx, tree, row["node_id"])
     resp = response(201)
     add_etag(resp, row)
     resp.add("Content-MD5", md5)
@@ -288,9 +285,7 @@ async def set_properties(ctx: Ctx) -> Response:
     times = common.smb_times(ctx, now, row, create=False)
     attrs = common.smb_attrs(ctx, False, row, create=False)
     async with file_lock(ctx, tree, row["node_id"]):
-        row = store.node(tree, row["node_id"])
-        if row is None:
-            raise StorageError("ResourceNotFound")
+        row = common.current_node(ctx, tree, row["node_id"])
         perm = common.smb_perm_key(ctx, False, row, create=False)
         headers = content_headers(ctx, False, row["headers"])
         cols: dict[str, object] = dict(attrs=attrs, perm_key=perm, headers=headers, **times)
@@ -306,7 +301,7 @@ async def set_properties(ctx: Ctx) -> Response:
         now = now_ns()
         cols.update(etag=new_etag(now), mtime=now)
         store.update_node(tree, row["node_id"], **cols)
-        row = store.node(tree, row["node_id"])
+        row = common.written_node(ctx, tree, row["node_id"])
     resp = response(200)
     add_etag(resp, row)
     resp.add("x-ms-request-server-encrypted", "true")
@@ -325,9 +320,7 @@ async def delete(ctx: Ctx) -> Response:
     row = existing(ctx, tree, ctx.parts, want_dir=False)
     common.check_write_lease(ctx, row)
     async with file_lock(ctx, tree, row["node_id"]):
-        row = store.node(tree, row["node_id"])
-        if row is None:
-            raise StorageError("ResourceNotFound")
+        row = common.current_node(ctx, tree, row["node_id"])
         store.delete_node(tree, row["node_id"])
         dead = store.decref_many([row["blob_id"]]) if row["blob_id"] is not None else []
     store.unlink_blobs(dead)

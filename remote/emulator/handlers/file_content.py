@@ -12,13 +12,15 @@ import hashlib
 import json
 import re
 import sqlite3
+from contextlib import AbstractAsyncContextManager
+from typing import Literal, overload
 
 import trio
 
-from ..app import Ctx
+from ..blobs import copy_sparse, write_range
+from ..context import Ctx
 from ..errors import StorageError
 from ..messages import Response
-from ..store import copy_sparse, write_range
 from .common import (
     CONTENT_HEADERS,
 )
@@ -32,14 +34,22 @@ DEFAULT_CONTENT_TYPE = "application/octet-stream"
 RANGE_RE = re.compile(r"^bytes=(\d+)-(\d*)$")
 
 
-def _md5(data: bytes) -> str:
+def _md5(data: bytes | bytearray) -> str:
     return base64.b64encode(hashlib.md5(data).digest()).decode()
 
 
-async def md5_of(data: bytes) -> str:
+async def md5_of(data: bytes | bytearray) -> str:
     if len(data) >= THREAD_MD5:
         return await trio.to_thread.run_sync(_md5, data)
     return _md5(data)
+
+
+@overload
+def parse_range(ctx: Ctx, required: Literal[True]) -> tuple[int, int | None]: ...
+
+
+@overload
+def parse_range(ctx: Ctx, required: bool) -> tuple[int, int | None] | None: ...
 
 
 def parse_range(ctx: Ctx, required: bool) -> tuple[int, int | None] | None:
@@ -59,6 +69,14 @@ def parse_range(ctx: Ctx, required: bool) -> tuple[int, int | None] | None:
     if end is not None and end < start:
         raise StorageError("InvalidHeaderValue", details={"HeaderName": name, "HeaderValue": v})
     return start, end
+
+
+@overload
+def content_length_header(ctx: Ctx, required: Literal[True]) -> int: ...
+
+
+@overload
+def content_length_header(ctx: Ctx, required: bool) -> int | None: ...
 
 
 def content_length_header(ctx: Ctx, required: bool) -> int | None:
@@ -144,7 +162,7 @@ async def private_blob(ctx: Ctx, tree: int, row: sqlite3.Row) -> int:
 
 
 async def write_data(
-    path: str, offset: int, data: bytes, md5: str | None, full_md5: bool
+    path: str, offset: int, data: bytes | bytearray, md5: str | None, full_md5: bool
 ) -> str | None:
     """pwrite the data and return the body's MD5 for the response.
 
@@ -167,5 +185,6 @@ async def write_data(
     return result[0]
 
 
-def file_lock(ctx: Ctx, tree: int, node_id: int):
+def file_lock(ctx: Ctx, tree: int, node_id: int) -> AbstractAsyncContextManager[None]:
+    """Serializes the content and property changes of one file."""
     return ctx.app.locks.hold((tree, node_id))

@@ -8,11 +8,12 @@ import uuid
 from urllib.parse import parse_qsl, urlsplit
 
 from .. import ranges as rg
-from ..app import Ctx, strip_trailing_dots
+from ..blobs import read_range, write_range
+from ..context import Ctx
 from ..errors import StorageError
 from ..formats import http_date, name_key, new_etag, now_ns, smb_time
 from ..messages import Response
-from ..store import read_range, write_range
+from ..routing import strip_trailing_dots
 from . import common
 from .common import (
     add_etag,
@@ -55,9 +56,7 @@ async def put_range_from_url(ctx: Ctx) -> Response:
     common.check_write_lease(ctx, row)
     data = read_range(blob_path(ctx, src_row), s_start, s_end - s_start)
     async with file_lock(ctx, tree, row["node_id"]):
-        row = store.node(tree, row["node_id"])
-        if row is None:
-            raise StorageError("ResourceNotFound")
+        row = common.current_node(ctx, tree, row["node_id"])
         blob = await private_blob(ctx, tree, row)
         write_range(store.blob_path(blob), start, data)
         store.set_blob_ranges(blob, rg.add(store.blob_ranges(blob), start, end))
@@ -65,7 +64,7 @@ async def put_range_from_url(ctx: Ctx) -> Response:
         store.update_node(
             tree, row["node_id"], etag=new_etag(now), mtime=now, chtime=now, wtime=now
         )
-        row = store.node(tree, row["node_id"])
+        row = common.written_node(ctx, tree, row["node_id"])
     resp = response(201)
     add_etag(resp, row)
     resp.add("x-ms-request-server-encrypted", "true")
@@ -185,7 +184,7 @@ async def copy(ctx: Ctx) -> Response:
         store.rollback()
         raise
     store.unlink_blobs(dead)
-    row = store.node(tree, node_id)
+    row = common.written_node(ctx, tree, node_id)
     resp = response(202)
     add_etag(resp, row)
     resp.add("x-ms-copy-id", copy_id)

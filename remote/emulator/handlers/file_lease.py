@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..app import Ctx
+from ..context import Ctx
 from ..errors import StorageError
 from ..messages import Response
 from . import common

@@ -5,10 +5,10 @@ from __future__ import annotations
 import trio
 
 from .. import ranges as rg
-from ..app import Ctx
+from ..blobs import diff_blobs
+from ..context import Ctx
 from ..errors import StorageError
 from ..messages import Response
-from ..store import diff_blobs
 from . import common
 from .common import (
     add_etag,

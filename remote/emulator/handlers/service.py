@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import base64
+import sqlite3
 import xml.etree.ElementTree as ET
 
-from ..app import Ctx
+from ..context import Ctx
 from ..errors import StorageError
 from ..formats import http_date
 from ..messages import Response
@@ -90,7 +91,7 @@ async def list_shares(ctx: Ctx) -> Response:
     return xml_response("".join(parts))
 
 
-def share_item(r, with_metadata: bool) -> str:
+def share_item(r: sqlite3.Row, with_metadata: bool) -> str:
     props = [el("Last-Modified", http_date(r["mtime"])), el("Etag", r["etag"])]
     state = r["lease_state"]
     props.append(el("LeaseStatus", "locked" if state == "leased" else "unlocked"))

@@ -4,9 +4,10 @@ permissions and share leases."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 
-from ..app import Ctx
+from ..context import Ctx
 from ..errors import StorageError, share_lease_error
 from ..formats import http_date, new_etag, now_ns, snapshot_id
 from ..messages import Response
@@ -117,9 +118,12 @@ async def get_properties(ctx: Ctx) -> Response:
     return resp
 
 
-def _check_share_lease(ctx: Ctx, row, delete: bool = False) -> None:
-    _expire_lease(ctx, row)
-    row = ctx.store.get_share(row["name"], row["snapshot"])
+def _check_share_lease(ctx: Ctx, share: sqlite3.Row) -> None:
+    """Changes to a leased share need its lease id; a lease id on an unleased share is an error."""
+    _expire_lease(ctx, share)
+    row = ctx.store.get_share(share["name"], share["snapshot"])
+    if row is None:  # pragma: no cover - answered InternalError
+        raise RuntimeError(f"share {share['name']!r} is gone while checking its lease")
     given = ctx.req.headers.get("x-ms-lease-id")
     if row["lease_state"] == "leased":
         if not given:
@@ -294,6 +298,7 @@ async def create_permission(ctx: Ctx) -> Response:
 async def get_permission(ctx: Ctx) -> Response:
     live_share(ctx)
     key = ctx.req.headers.get("x-ms-file-permission-key", "")
+    sddl: str | None
     if key in (common.DIR_PERM_KEY, common.FILE_PERM_KEY):
         sddl = "O:SYG:SYD:(A;;FA;;;BA)(A;;FA;;;SY)(A;;0x1301bf;;;AU)(A;;0x1200a9;;;BU)"
     else:
@@ -310,7 +315,7 @@ async def get_permission(ctx: Ctx) -> Response:
 # ----------------------------------------------------------------------------- leases
 
 
-def _expire_lease(ctx: Ctx, row) -> None:
+def _expire_lease(ctx: Ctx, row: sqlite3.Row) -> None:
     """A fixed-duration lease that ran out becomes 'expired' (like available)."""
     if row["lease_state"] == "leased" and row["lease_until"] and row["lease_until"] <= time.time():
         ctx.store.update_share(row["tree_id"], lease_state="expired", lease_until=None)

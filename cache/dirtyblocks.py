@@ -1,19 +1,18 @@
 """Dirty tracking for the uploader: coalesced dirty ranges, consistent snapshots, and cleaning
-only what did not change since the snapshot (generations)."""
+only what did not change since the snapshot (generations). The uploader itself is
+fsync_fuse/writeback/uploader.py; this is only the cache's side of it."""
 
 from __future__ import annotations
 
-import logging
 import os
 
 from .entry import CLEAN, DIRTY, FILLING, MAX_RANGE
 from .results import Token
+from .state import CacheState
 
-log = logging.getLogger(__name__)
 
-
-class WriteBack:
-    """Part of BlockCache (mixed in); uses its state, see blockcache.py."""
+class DirtyBlocks(CacheState):
+    """Part of BlockCache: which blocks must be uploaded, and marking them clean again."""
 
     def dirty_keys(self) -> list[int]:
         return [k for k, f in self._files.items() if f.dirty]
@@ -57,7 +56,7 @@ class WriteBack:
         assert st is not None
         sh = self._shift
         end = offset + length
-        gens = []
+        gens: list[tuple[int, int]] = []
         if length <= 0:
             return b"", Token(f.data_id, ())
         for b in range((offset >> sh), ((end - 1) >> sh) + 1):

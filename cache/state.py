@@ -1,0 +1,208 @@
+"""CacheState: what every part of BlockCache shares, so each mixin can be type-checked alone.
+
+BlockCache is split by concern (reading.py, writing.py, dirtyblocks.py, eviction.py,
+durability.py); each of those subclasses CacheState. It holds the shared attributes, the
+primitives that keep their counters right (`_set_block` is the only place that changes a
+block's state and the byte counters together, see INVARIANTS.md), and abstract declarations
+of the few methods one mixin calls on another, so that mypy checks those calls and the
+runtime refuses a BlockCache that lacks one.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+
+import lmdb
+import trio
+
+from .datafile import DataFiles, metadata_allowance
+from .entry import CLEAN, DIRTY, CachedFile, Fill
+from .index import FileRecord, Index
+from .results import Fetch
+
+
+class CacheState(ABC):
+    """The shared state of BlockCache (see blockcache.py for the whole)."""
+
+    #: a data file stays in the volatile set at least this long after its last write, so a file
+    #: written continuously pays the volatile-set transaction once, not once per commit
+    volatile_linger = 30.0
+    #: seconds between free-space checks (system.disk_space) when min_free_pct is set
+    free_space_interval = 1.0
+
+    def __init__(
+        self,
+        directory: Path,
+        index: Index,
+        *,
+        max_bytes: int,
+        block_size: int,
+        min_free_pct: float,
+        full_timeout: float,
+    ) -> None:
+        self.directory = directory
+        self._index = index
+        self.env: lmdb.Environment = index.env
+        self.block_size = block_size
+        self._shift = block_size.bit_length() - 1
+        self.max_bytes = max_bytes
+        self.min_free_pct = min_free_pct
+        self.full_timeout = full_timeout
+        self._data = DataFiles(directory / "data")
+        self._files: dict[int, CachedFile] = {}
+        self._by_id: dict[int, CachedFile] = {}
+        self._lru: OrderedDict[CachedFile, None] = OrderedDict()  # oldest first
+        self._used = 0
+        self._dirty = 0
+        self._gen = 0
+        self._volatile: set[int] = set()  # data ids (INVARIANTS.md, "Words")
+        self._pending_files: set[CachedFile] = set()  # files with blocks for the next commit
+        self._meta_dirty: set[CachedFile] = set()  # files whose record the next commit writes
+        self._deleted_keys: set[int] = set()
+        self._dropped_ids: set[int] = set()
+        self._unsynced: set[int] = set()  # data ids written since the last commit
+        self._space_event = trio.Event()
+        self._limit_cache: tuple[float, int] = (-1e9, max_bytes)  # (when, bound) for _limit
+        self._hits = 0
+        self._misses = 0
+        self._fetched = 0
+        self._evictions = 0
+        self._evicted_bytes = 0
+
+    # --- entries and their block states
+
+    def _new_data_id(self) -> int:
+        while True:
+            data_id = secrets.randbits(63)
+            if data_id and data_id not in self._by_id:
+                return data_id
+
+    def _get(self, key: int) -> CachedFile:
+        """The entry of `key` with its block states loaded; a new empty one if unknown."""
+        f = self._files.get(key)
+        if f is None:
+            rec = FileRecord(self._new_data_id(), 0, 0, 0, 0, time.time(), False)
+            f = CachedFile(key, rec, fresh=True)
+            f.states = bytearray()
+            self._files[key] = f
+            self._by_id[f.data_id] = f
+            self._lru[f] = None
+        elif f.states is None:
+            self._load_blocks(f)
+        return f
+
+    def _load_blocks(self, f: CachedFile) -> None:
+        recs = self._index.load_blocks(f.data_id)
+        n = recs[-1][0] + 1 if recs else 0
+        st = bytearray(n)
+        used = dirty = 0
+        for b, state, alloc in recs:
+            st[b] = state
+            if alloc != self.block_size:
+                f.partial[b] = alloc
+            used += alloc
+            if state == DIRTY:
+                dirty += alloc
+                self._gen += 1
+                f.gens[b] = self._gen
+        f.states = st
+        f.durable = bytearray(st)
+        f.npresent = len(recs)
+        f.overhead = metadata_allowance(len(recs))
+        used += f.overhead
+        # The counters in the file record are only hints after a crash; trust the blocks.
+        self._used += used - f.used
+        self._dirty += dirty - f.dirty
+        f.used, f.dirty = used, dirty
+
+    def _alloc(self, f: CachedFile, b: int) -> int:
+        return f.partial.get(b, self.block_size)
+
+    def _set_block(self, f: CachedFile, b: int, state: int, alloc: int = 0) -> None:
+        """Change one block's memory state, keeping every byte counter right."""
+        st = f.states
+        assert st is not None
+        old = st[b]
+        if old >= CLEAN:
+            old_alloc = f.partial.pop(b, self.block_size)
+            f.used -= old_alloc
+            self._used -= old_alloc
+            if old == DIRTY:
+                f.dirty -= old_alloc
+                self._dirty -= old_alloc
+                f.gens.pop(b, None)
+        if state >= CLEAN:
+            if alloc != self.block_size:
+                f.partial[b] = alloc
+            f.used += alloc
+            self._used += alloc
+            if state == DIRTY:
+                f.dirty += alloc
+                self._dirty += alloc
+        st[b] = state
+        if (old >= CLEAN) != (state >= CLEAN):
+            f.npresent += 1 if state >= CLEAN else -1
+            over = metadata_allowance(f.npresent)
+            if over != f.overhead:
+                f.used += over - f.overhead
+                self._used += over - f.overhead
+                f.overhead = over
+        f.pending.add(b)
+        self._pending_files.add(f)
+        self._meta_dirty.add(f)
+
+    def _fd(self, f: CachedFile) -> int:
+        if f.fresh:
+            fd = self._data.fd(f.data_id, create=True)
+            f.fresh = False
+            return fd
+        try:
+            return self._data.fd(f.data_id)
+        except FileNotFoundError:
+            return self._data.fd(f.data_id, create=True)
+
+    def _touch(self, f: CachedFile) -> None:
+        f.atime = time.time()
+        self._lru.move_to_end(f)
+        self._meta_dirty.add(f)
+
+    def _space_freed(self) -> None:
+        self._space_event.set()
+        self._space_event = trio.Event()
+
+    # --- what one mixin calls on another
+
+    @abstractmethod
+    async def _join_fill(self, fill: Fill, got: dict[int, memoryview]) -> None:
+        """Wait for another task's fill and keep its bytes (reading.py)."""
+
+    @abstractmethod
+    async def _fetch_run(
+        self, f: CachedFile, first: int, last: int, fetch: Fetch, got: dict[int, memoryview]
+    ) -> None:
+        """Fetch blocks [first, last) with one call, store them if there is room (reading.py)."""
+
+    @abstractmethod
+    def _make_room(self, need: int, protect: tuple[CachedFile, int, int] | None = None) -> bool:
+        """Evict until `need` more bytes fit under the bound (eviction.py)."""
+
+    @abstractmethod
+    def _drop_clean(self, f: CachedFile, blocks: list[int], *, persist: bool = True) -> int:
+        """Punch clean blocks out, their claims first; bytes freed (eviction.py)."""
+
+    @abstractmethod
+    def _persist_now(
+        self,
+        *,
+        deletes: Sequence[tuple[CachedFile, int]] = (),
+        dirties: Sequence[tuple[CachedFile, int]] = (),
+        volatile: Sequence[CachedFile] = (),
+        files: Sequence[CachedFile] = (),
+        force: bool = False,
+    ) -> None:
+        """Withdraw claims in a synced transaction before data is destroyed (durability.py)."""

@@ -1,0 +1,238 @@
+"""One wiring: every part of a mounted share, built and run in one place.
+
+The daemon (daemon.py) and the in-process test harness (tests/mount/inproc.py) both get the
+filesystem from `open_mount`; only the daemon then hands `Mount.fs` to the kernel. Parts get
+their collaborators in their constructors, in this order of construction:
+
+    References, KernelAttributes, DirReplies      what the kernel holds and is answered
+    Namespace                                     the tables (+ readdir answers' hook)
+    KernelNotifier, Pacing, DirtySet              kernel invalidations, bursts, dirty files
+    Lister, Conflicts, Leases, WriteBack          listings, other sites, the upload queue
+    Reader, Revalidator, Poller                   reads, close-to-open, change detection
+    ControlServer, FS                             user.fsync.*, the kernel adapter
+
+Background tasks (`Mount.run`) each own a nursery and stop with the mount: the cache's
+maintenance, the write-back's worker and uploader, listings, read-ahead, polling, kernel
+invalidations, drain requests, and the periodic flush/commit below.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import trio
+
+from cache import BlockCache
+from fsync_fuse.config import MountConfig
+from fsync_fuse.conflicts import Conflicts
+from fsync_fuse.control_server import ControlServer
+from fsync_fuse.dirreplies import DirReplies
+from fsync_fuse.fs import FS
+from fsync_fuse.handles import References
+from fsync_fuse.kattrs import KernelAttributes
+from fsync_fuse.leases import Leases
+from fsync_fuse.listing import Lister
+from fsync_fuse.namespace import ROOT, Namespace
+from fsync_fuse.notify import KernelNotifier
+from fsync_fuse.poller import Poller
+from fsync_fuse.reader import Reader
+from fsync_fuse.revalidate import Revalidator
+from fsync_fuse.writeback import DirtySet, Pacing, WriteBack
+from remote.base import Remote, RemoteError
+
+log = logging.getLogger(__name__)
+
+
+class Mount:
+    """The parts of one mounted share, wired together (see the module doc for the order)."""
+
+    def __init__(
+        self,
+        cfg: MountConfig,
+        cache: BlockCache,
+        remote: Remote,
+        *,
+        after_init: Callable[[], None] | None = None,
+    ) -> None:
+        self.cfg, self.cache, self.remote = cfg, cache, remote
+        self.refs = References()
+        self.attrs = KernelAttributes(timeout=cfg.listing_ttl, block_size=cache.block_size)
+        self.replies = DirReplies(self.attrs)
+        self.ns = Namespace(
+            cache.env, uid=os.getuid(), gid=os.getgid(), on_dir_change=self.replies.changed
+        )
+        self.notifier = KernelNotifier(self.ns, self.refs)
+        self.pacing = Pacing(cache)
+        self.dirty = DirtySet(self.ns, cache, self.pacing, delay=cfg.writeback_delay)
+        self.lister = Lister(
+            self.ns,
+            cache,
+            remote,
+            self.dirty,
+            refs=self.refs,
+            on_merge=self.notifier.merged,
+            ttl=cfg.attr_timeout,
+            list_ttl=cfg.listing_ttl,
+            io_timeout=cfg.io_timeout,
+        )
+        self.conflicts = Conflicts(
+            self.ns, cache, remote, site=cfg.site_name, on_change=self._name_changed
+        )
+        self.leases = Leases(cache.env, remote) if cfg.upload_leases else None
+        self.writeback = WriteBack(
+            self.ns,
+            cache,
+            remote,
+            self.dirty,
+            pacing=self.pacing,
+            conflicts=self.conflicts,
+            leases=self.leases,
+        )
+        self.reader = Reader(
+            self.ns,
+            cache,
+            remote,
+            self.dirty,
+            max_window=min(cfg.read_ahead, cfg.cache_size // 4),
+            io_timeout=cfg.io_timeout,
+            recall_max=cfg.cache_size // 4,
+        )
+        self.revalidator = Revalidator(
+            self.ns, cache, remote, self.dirty, lister=self.lister, ttl=cfg.attr_timeout
+        )
+        self.poller = Poller(self.ns, self.lister, interval=cfg.poll_interval)
+        self.control = ControlServer(
+            self.ns,
+            cache,
+            self.dirty,
+            self.writeback,
+            reader=self.reader,
+            replies=self.replies,
+            poller=self.poller,
+            revalidator=self.revalidator,
+        )
+        self.fs = FS(
+            ns=self.ns,
+            cache=cache,
+            remote=remote,
+            dirty=self.dirty,
+            writeback=self.writeback,
+            lister=self.lister,
+            reader=self.reader,
+            revalidator=self.revalidator,
+            poller=self.poller,
+            refs=self.refs,
+            notifier=self.notifier,
+            control=self.control,
+            replies=self.replies,
+            attrs=self.attrs,
+            fsync_remote=cfg.fsync_remote,
+            io_timeout=cfg.io_timeout,
+            after_init=after_init,
+        )
+
+    def _name_changed(self, parent: int, name: str) -> None:
+        """A conflict gave `name` in `parent` another meaning: the kernel forgets the name,
+        the listing brings in what the share now holds."""
+        self.notifier.name_changed(parent, name)
+        self.lister.refresh_later(parent)
+
+    async def recover(self) -> None:
+        """What a previous run left: orphans (nothing refers to them any more), the root's
+        attributes if never read, and everything dirty or queued goes out as soon as it can."""
+        for ino in self.ns.purge_orphans():
+            self.cache.delete(ino)
+        root = self.ns.get(ROOT)
+        if root is not None and not root.meta_known:
+            try:
+                entry = await self.remote.stat("")
+                root.apply_metadata(entry.metadata or {}, self.ns.owner)
+                self.ns.update(
+                    ROOT,
+                    mode=root.mode,
+                    uid=root.uid,
+                    gid=root.gid,
+                    extra=root.extra,
+                    meta_known=True,
+                    extra_known=True,
+                    attrs=entry.attributes,
+                    mtime_ns=entry.last_write_ns or root.mtime_ns,
+                )
+            except RemoteError as exc:
+                log.debug("root metadata unavailable: %s", exc)
+        self.dirty.requeue_all()
+        st = self.writeback.status()
+        if not st.empty:
+            log.info(
+                "resuming the queue of a previous run: %d operations, %d files", st.ops, st.files
+            )
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Every background task of the mount; returns only when cancelled."""
+        async with trio.open_nursery() as nursery:
+            # the cache's periodic commit goes through flush_loop (namespace first)
+            await nursery.start(functools.partial(self.cache.run, commit_interval=math.inf))
+            await nursery.start(self.writeback.run)
+            await nursery.start(self.lister.run)
+            await nursery.start(self.reader.run)
+            await nursery.start(self.poller.run)
+            await nursery.start(self.notifier.run)
+            await nursery.start(self.control.run)
+            nursery.start_soon(flush_loop, self.ns, self.cache)
+            task_status.started()
+
+
+@asynccontextmanager
+async def open_mount(
+    cfg: MountConfig, remote: Remote, *, after_init: Callable[[], None] | None = None
+) -> AsyncIterator[Mount]:
+    """Open the cache, build the parts, recover what a previous run left and run the
+    background tasks while the caller uses the mount; on the way out stop them, persist the
+    namespace's write-behind records and close the cache (a clean shutdown). Raises
+    CacheMismatch when the cache directory belongs to another share or layout."""
+    cache = BlockCache.open(
+        cfg.cache_dir,
+        max_bytes=cfg.cache_size,
+        share_id=cfg.share_id,
+        block_size=cfg.block_size,
+        full_timeout=cfg.full_timeout,
+    )
+    mount: Mount | None = None
+    try:
+        mount = Mount(cfg, cache, remote, after_init=after_init)
+        await mount.recover()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(mount.run)
+            try:
+                yield mount
+            finally:
+                nursery.cancel_scope.cancel()
+    finally:
+        if mount is not None:
+            mount.ns.flush()
+        cache.close()
+
+
+async def flush_loop(
+    ns: Namespace, cache: BlockCache, interval: float = 2.0, commit_interval: float = 5.0
+) -> None:
+    """Sizes and mtimes of files being written reach LMDB at least this often, and the
+    cache's periodic commit comes right after such a flush: a committed dirty block never
+    lies beyond the committed size (else after a crash it would be above EOF, never
+    uploaded, and the file re-queued forever). Start-up truncates whatever still does
+    (`DirtySet.requeue_all`). A failure is logged: it must not take the mount down."""
+    last_commit = trio.current_time()
+    while True:
+        await trio.sleep(interval)
+        try:
+            ns.flush()
+            if trio.current_time() - last_commit >= commit_interval:
+                last_commit = trio.current_time()
+                await cache.commit_async()
+        except Exception:  # noqa: BLE001
+            log.exception("periodic flush/commit failed; retrying")

@@ -1,0 +1,34 @@
+"""The attributes the kernel gets for an inode (lookup, getattr, readdirplus)."""
+
+from __future__ import annotations
+
+import pyfuse3
+
+from fsync_fuse.attrs import Inode
+
+
+class KernelAttributes:
+    def __init__(self, *, timeout: float, block_size: int) -> None:
+        #: the kernel's entry and attribute timeouts (the listing TTL: changes the mount
+        #: learns of are pushed to the kernel at once, notify.py)
+        self.timeout = timeout
+        self.block_size = block_size
+
+    def __call__(self, rec: Inode) -> pyfuse3.EntryAttributes:
+        a = pyfuse3.EntryAttributes()
+        a.st_ino = pyfuse3.InodeT(rec.ino)
+        a.generation = 0
+        a.entry_timeout = self.timeout
+        a.attr_timeout = self.timeout
+        a.st_mode = pyfuse3.ModeT(rec.st_mode)
+        a.st_nlink = 1
+        a.st_uid = rec.uid
+        a.st_gid = rec.gid
+        a.st_rdev = 0
+        a.st_size = rec.size
+        a.st_blksize = self.block_size
+        a.st_blocks = (rec.size + 511) // 512
+        a.st_atime_ns = rec.mtime_ns
+        a.st_mtime_ns = rec.mtime_ns
+        a.st_ctime_ns = rec.ctime_ns or rec.mtime_ns
+        return a

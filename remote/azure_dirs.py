@@ -1,0 +1,102 @@
+"""Directories (create, delete) and rename, which tries the path as a file, then as a directory.
+
+A call retried after its first attempt succeeded (the response was lost) sees its own effect:
+these operations recognise it (`RemoteError.retried`) and report success.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import posixpath
+from collections.abc import Mapping
+
+from remote.azure_core import MAYBE_DIR, AzureCore, SdkKwargs, norm
+from remote.azure_parse import entry_from_headers
+from remote.base import NotFound, RemoteEntry, RemoteError
+
+
+class AzureDirectories(AzureCore):
+    """mkdir, rmdir and rename of AzureFilesRemote."""
+
+    async def mkdir(
+        self,
+        path: str,
+        *,
+        metadata: dict[str, str] | None = None,
+        attributes: str | None = None,
+    ) -> RemoteEntry:
+        path = norm(path)
+        self._check_writable("mkdir", path)
+        extra = {"file_attributes": attributes} if attributes else {}
+
+        def run(kw: SdkKwargs) -> Mapping[str, str]:
+            return self._shared.headers.of(
+                self._dir(path).create_directory, metadata=metadata, **extra, **kw
+            )
+
+        try:
+            headers = await self._call("create_directory", path, run)
+        except RemoteError as exc:
+            if exc.retried and exc.code == "ResourceAlreadyExists":
+                entry = await self.stat(path)  # our own first attempt created it
+                if entry.is_dir:
+                    return entry
+            raise
+        entry = entry_from_headers(posixpath.basename(path), True, headers, with_metadata=False)
+        return dataclasses.replace(entry, metadata=dict(metadata or {}))
+
+    async def rmdir(self, path: str) -> None:
+        path = norm(path)
+        self._check_writable("rmdir", path)
+        try:
+            await self._call(
+                "delete_directory", path, lambda kw: self._dir(path).delete_directory(**kw)
+            )
+        except NotFound as exc:
+            if not exc.retried or exc.code == "ParentNotFound":
+                raise
+
+    async def rename(self, src: str, dst: str, *, replace: bool = False) -> RemoteEntry | None:
+        src, dst = norm(src), norm(dst)
+        self._check_writable("rename", src)
+        name = posixpath.basename(dst)
+        try:
+            headers = await self._call(
+                "rename_file",
+                src,
+                lambda kw: self._shared.headers.of(
+                    self._file(src).rename_file,
+                    dst,
+                    overwrite=replace,
+                    ignore_read_only=replace,
+                    **kw,
+                ),
+            )
+            return entry_from_headers(name, False, headers, with_metadata=False)
+        except NotFound as exc:
+            if exc.code not in MAYBE_DIR:
+                raise
+            file_exc: RemoteError = exc
+        except RemoteError as exc:
+            if exc.code != "ResourceTypeMismatch":
+                raise
+            file_exc = exc
+        try:
+            headers = await self._call(
+                "rename_directory",
+                src,
+                lambda kw: self._shared.headers.of(
+                    self._dir(src).rename_directory, dst, overwrite=replace, **kw
+                ),
+            )
+            return entry_from_headers(name, True, headers, with_metadata=False)
+        except NotFound:
+            if file_exc.retried:
+                # The file rename may have succeeded before its response was lost.
+                try:
+                    return await self.stat(dst)
+                except NotFound:
+                    pass
+            if not isinstance(file_exc, NotFound):
+                raise file_exc from None  # src is a file: the type mismatch was the real error
+            raise
