@@ -1,4 +1,4 @@
-"""Every operating-system call the cache makes that is not plain POSIX file I/O.
+"""Every operating-system call the project makes that is not plain POSIX file I/O.
 
 The cache and the filesystem run on Linux today; macOS (macFUSE) and Windows (WinFsp) would be
 future ports. Keeping these calls here means a port changes one module, and the rest of
@@ -47,8 +47,15 @@ fallbacks on Linux too.
     at debug. It never stat()s the mountpoint: the daemon would wait on itself. Elsewhere: a
     no-op.
 
+``process_alive(pid) -> bool``
+    For the unmount command, which waits for the daemon to close its cache. Linux: the process
+    exists and is not a zombie (``/proc/<pid>/stat``). Elsewhere: ``os.kill(pid, 0)`` succeeds
+    (a zombie counts as alive there; the wait is bounded anyway).
+
 Not here: plain POSIX I/O (pread, pwrite, preadv, ftruncate, O_CLOEXEC), which macOS has too.
-Python offers none of those on Windows, so a WinFsp port needs more than this module.
+Python offers none of those on Windows, so a WinFsp port needs more than this module. The
+control surface (fsync_fuse/control.py) uses ``os.getxattr``/``os.setxattr``, which Python
+has on Linux only: a macOS port would answer there through its own xattr calls.
 """
 
 from __future__ import annotations
@@ -245,3 +252,25 @@ def _no_readahead(mountpoint: str, nbytes: int) -> None:
 
 
 set_mount_readahead = _readahead_sysfs if LINUX else _no_readahead
+
+
+def _alive_proc(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            state = fh.read().rsplit(") ", 1)[-1][:1]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _alive_kill(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+process_alive = _alive_proc if LINUX else _alive_kill

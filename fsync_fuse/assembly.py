@@ -42,7 +42,9 @@ from fsync_fuse.notify import KernelNotifier
 from fsync_fuse.poller import Poller
 from fsync_fuse.reader import Reader
 from fsync_fuse.revalidate import Revalidator
-from fsync_fuse.writeback import DirtySet, Pacing, WriteBack
+from fsync_fuse.writeback.dirty import DirtySet
+from fsync_fuse.writeback.pacing import Pacing
+from fsync_fuse.writeback.queue import WriteBack
 from remote.base import Remote, RemoteError
 
 log = logging.getLogger(__name__)
@@ -62,18 +64,20 @@ class Mount:
         self.cfg, self.cache, self.remote = cfg, cache, remote
         self.refs = References()
         self.attrs = KernelAttributes(timeout=cfg.listing_ttl, block_size=cache.block_size)
-        self.replies = DirReplies(self.attrs)
+        self.replies = DirReplies(attrs=self.attrs)
         self.ns = Namespace(
             cache.env, uid=os.getuid(), gid=os.getgid(), on_dir_change=self.replies.changed
         )
-        self.notifier = KernelNotifier(self.ns, self.refs)
-        self.pacing = Pacing(cache)
-        self.dirty = DirtySet(self.ns, cache, self.pacing, delay=cfg.writeback_delay)
+        self.notifier = KernelNotifier(ns=self.ns, refs=self.refs)
+        self.pacing = Pacing(cache=cache)
+        self.dirty = DirtySet(
+            ns=self.ns, cache=cache, pacing=self.pacing, delay=cfg.writeback_delay
+        )
         self.lister = Lister(
-            self.ns,
-            cache,
-            remote,
-            self.dirty,
+            ns=self.ns,
+            cache=cache,
+            remote=remote,
+            dirty=self.dirty,
             refs=self.refs,
             on_merge=self.notifier.merged,
             ttl=cfg.attr_timeout,
@@ -81,36 +85,41 @@ class Mount:
             io_timeout=cfg.io_timeout,
         )
         self.conflicts = Conflicts(
-            self.ns, cache, remote, site=cfg.site_name, on_change=self._name_changed
+            ns=self.ns, cache=cache, remote=remote, site=cfg.site_name, on_change=self._name_changed
         )
-        self.leases = Leases(cache.env, remote) if cfg.upload_leases else None
+        self.leases = Leases(env=cache.env, remote=remote) if cfg.upload_leases else None
         self.writeback = WriteBack(
-            self.ns,
-            cache,
-            remote,
-            self.dirty,
+            ns=self.ns,
+            cache=cache,
+            remote=remote,
+            dirty=self.dirty,
             pacing=self.pacing,
             conflicts=self.conflicts,
             leases=self.leases,
         )
         self.reader = Reader(
-            self.ns,
-            cache,
-            remote,
-            self.dirty,
+            ns=self.ns,
+            cache=cache,
+            remote=remote,
+            dirty=self.dirty,
             max_window=min(cfg.read_ahead, cfg.cache_size // 4),
             io_timeout=cfg.io_timeout,
             recall_max=cfg.cache_size // 4,
         )
         self.revalidator = Revalidator(
-            self.ns, cache, remote, self.dirty, lister=self.lister, ttl=cfg.attr_timeout
+            ns=self.ns,
+            cache=cache,
+            remote=remote,
+            dirty=self.dirty,
+            lister=self.lister,
+            ttl=cfg.attr_timeout,
         )
-        self.poller = Poller(self.ns, self.lister, interval=cfg.poll_interval)
+        self.poller = Poller(ns=self.ns, lister=self.lister, interval=cfg.poll_interval)
         self.control = ControlServer(
-            self.ns,
-            cache,
-            self.dirty,
-            self.writeback,
+            ns=self.ns,
+            cache=cache,
+            dirty=self.dirty,
+            writeback=self.writeback,
             reader=self.reader,
             replies=self.replies,
             poller=self.poller,

@@ -50,10 +50,10 @@ def safe_site(site: str) -> str:
 class Conflicts:
     def __init__(
         self,
+        *,
         ns: Namespace,
         cache: BlockCache,
         remote: Remote,
-        *,
         site: str,
         on_change: Callable[[int, str], None] = lambda parent, name: None,
     ) -> None:

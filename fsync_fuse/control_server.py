@@ -24,21 +24,25 @@ from fsync_fuse.namespace import ROOT, Namespace
 from fsync_fuse.poller import Poller
 from fsync_fuse.reader import Reader
 from fsync_fuse.revalidate import Revalidator
-from fsync_fuse.writeback import DirtySet, WriteBack
+from fsync_fuse.tasks import TaskOwner
+from fsync_fuse.writeback.dirty import DirtySet
+from fsync_fuse.writeback.queue import WriteBack
 
 log = logging.getLogger(__name__)
 
 ENOATTR = pyfuse3.ENOATTR
 
 
-class ControlServer:
+class ControlServer(TaskOwner):
+    """Its nursery (tasks.py) owns the drain requests."""
+
     def __init__(
         self,
+        *,
         ns: Namespace,
         cache: BlockCache,
         dirty: DirtySet,
         writeback: WriteBack,
-        *,
         reader: Reader,
         replies: DirReplies,
         poller: Poller,
@@ -53,14 +57,6 @@ class ControlServer:
         self.drain_on_exit = True
         self.drain_grace = control.DRAIN_GRACE
         self._drain_scope: trio.CancelScope | None = None
-        self._nursery: trio.Nursery | None = None
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Owns the drain requests."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            task_status.started()
-            await trio.sleep_forever()
 
     # ------------------------------------------------------------------ what is shown
     def counters(self) -> dict[str, Any]:

@@ -54,8 +54,8 @@ class DirReplies:
 
     def __init__(
         self,
-        attrs: Callable[[Any], Any],
         *,
+        attrs: Callable[[Any], Any],
         max_entries: int = 120_000,
     ) -> None:
         """`attrs(record)` -> what readdir_reply takes. The namespace reports changes to

@@ -33,7 +33,8 @@ from fsync_fuse.notify import KernelNotifier
 from fsync_fuse.poller import Poller
 from fsync_fuse.reader import Reader
 from fsync_fuse.revalidate import Revalidator
-from fsync_fuse.writeback import DirtySet, WriteBack
+from fsync_fuse.writeback.dirty import DirtySet
+from fsync_fuse.writeback.queue import WriteBack
 from remote.base import Remote, RemoteError
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,12 @@ log = logging.getLogger(__name__)
 
 
 class Leases:
-    def __init__(self, env: lmdb.Environment, remote: Remote) -> None:
+    def __init__(
+        self,
+        *,
+        env: lmdb.Environment,
+        remote: Remote,
+    ) -> None:
         self.env = env
         self.remote = remote
         self.db = env.open_db(b"leases")

@@ -31,7 +31,8 @@ from fsync_fuse.attrs import has_marker
 from fsync_fuse.groups import single_error
 from fsync_fuse.handles import References
 from fsync_fuse.namespace import FsError, MergeResult, Namespace, is_hidden
-from fsync_fuse.writeback import DirtySet
+from fsync_fuse.tasks import TaskOwner
+from fsync_fuse.writeback.dirty import DirtySet
 from remote.base import NotFound, Remote, RemoteEntry, RemoteError
 
 log = logging.getLogger(__name__)
@@ -43,14 +44,16 @@ class _Round:
         self.error: BaseException | None = None
 
 
-class Lister:
+class Lister(TaskOwner):
+    """Its nursery (tasks.py) owns the background refreshes."""
+
     def __init__(
         self,
+        *,
         ns: Namespace,
         cache: BlockCache,
         remote: Remote,
         dirty: DirtySet,
-        *,
         refs: References,
         on_merge: Callable[[int, MergeResult], None],
         ttl: float,
@@ -75,18 +78,10 @@ class Lister:
         self._bg_limiter = trio.CapacityLimiter(4)
         self._rounds: dict[int, _Round] = {}
         self._queued: set[int] = set()
-        self._nursery: trio.Nursery | None = None
         #: longest a caller waits for a refresh of a directory that has a cached listing
         self.wait_bound = min(2.0, io_timeout)
         #: set when a refresh failed transiently or outlasted `wait_bound`; cleared by a success
         self.share_down = False
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Owns the background refreshes."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            task_status.started()
-            await trio.sleep_forever()
 
     def is_fresh(self, listed_ns: int, *, strict: bool = True) -> bool:
         """Listed within --attr-timeout (`strict`) or within the listing TTL."""

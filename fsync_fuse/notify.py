@@ -15,24 +15,24 @@ import trio
 
 from fsync_fuse.handles import References
 from fsync_fuse.namespace import MergeResult, Namespace
+from fsync_fuse.tasks import TaskOwner
 
 log = logging.getLogger(__name__)
 
 
-class KernelNotifier:
-    def __init__(self, ns: Namespace, refs: References) -> None:
+class KernelNotifier(TaskOwner):
+    """Its nursery (tasks.py) owns the page invalidations, which run in threads."""
+
+    def __init__(
+        self,
+        *,
+        ns: Namespace,
+        refs: References,
+    ) -> None:
         self.ns = ns
         self.refs = refs
         #: set by the daemon between pyfuse3.init and close (the in-process harness never)
         self.mounted = False
-        self._nursery: trio.Nursery | None = None
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Owns the page invalidations, which run in threads."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            task_status.started()
-            await trio.sleep_forever()
 
     def _forget_name(self, parent: int, name: str, deleted: int = 0) -> None:
         pyfuse3.invalidate_entry_async(

@@ -32,9 +32,9 @@ log = logging.getLogger(__name__)
 class Poller:
     def __init__(
         self,
+        *,
         ns: Namespace,
         lister: Lister,
-        *,
         interval: float = 30.0,
         hot_window: float | None = None,
         max_hot: int = 256,

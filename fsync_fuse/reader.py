@@ -38,7 +38,8 @@ from cache import BlockCache
 from cache.results import Fetch
 from fsync_fuse.attrs import FILE, Inode
 from fsync_fuse.namespace import Gone, Namespace
-from fsync_fuse.writeback import DirtySet
+from fsync_fuse.tasks import TaskOwner
+from fsync_fuse.writeback.dirty import DirtySet
 from remote.base import NotFound, Remote, Transient
 
 log = logging.getLogger(__name__)
@@ -81,14 +82,16 @@ class ReadState:
         self.ahead_end = 0
 
 
-class Reader:
+class Reader(TaskOwner):
+    """Its nursery (tasks.py) owns read-ahead, recalls and directory read-ahead."""
+
     def __init__(
         self,
+        *,
         ns: Namespace,
         cache: BlockCache,
         remote: Remote,
         dirty: DirtySet,
-        *,
         max_window: int,
         io_timeout: float = 60.0,
         parallel: int = 16,
@@ -101,18 +104,11 @@ class Reader:
         self.max_window = max_window
         self.io_timeout = io_timeout
         self._limiter = trio.CapacityLimiter(parallel)
-        self._nursery: trio.Nursery | None = None
         self.recall_max = recall_max
         self._recalls: dict[int, trio.CancelScope] = {}  # ino -> its running recall
         self._dirs: dict[int, _DirReader] = {}  # directory ino -> files read in a row
         self._walk = (0.0, 0)  # (when, streak) of the last file read from its start
         self.stats = {"recalls": 0, "recalled_bytes": 0, "dir_ahead_files": 0}
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            task_status.started()
-            await trio.sleep_forever()
 
     def fetcher(self, ino: int) -> Fetch:
         """The cache's fetch function for this inode: ranged GETs of its share path."""

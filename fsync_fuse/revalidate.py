@@ -19,7 +19,7 @@ from cache import BlockCache
 from fsync_fuse.attrs import FILE, Inode
 from fsync_fuse.listing import Lister
 from fsync_fuse.namespace import FsError, Gone, Namespace
-from fsync_fuse.writeback import DirtySet
+from fsync_fuse.writeback.dirty import DirtySet
 from remote.base import NotFound, Remote, RemoteError
 
 log = logging.getLogger(__name__)
@@ -28,11 +28,11 @@ log = logging.getLogger(__name__)
 class Revalidator:
     def __init__(
         self,
+        *,
         ns: Namespace,
         cache: BlockCache,
         remote: Remote,
         dirty: DirtySet,
-        *,
         lister: Lister,
         ttl: float,
         list_max: int = 1000,

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 
+from cache.system import process_alive
 from fsync_fuse import control
 
 
@@ -136,13 +137,7 @@ def _finish(
         return 1
     if pid is not None:  # the daemon closes its cache on the way out: wait for that
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
-            try:
-                with open(f"/proc/{pid}/stat") as fh:
-                    if fh.read().split(") ", 1)[-1].startswith("Z"):
-                        break
-            except OSError:
-                break
+        while time.monotonic() < deadline and process_alive(pid):
             time.sleep(0.1)
     if not args.quiet:
         print(f"unmounted {mnt}", file=sys.stderr)

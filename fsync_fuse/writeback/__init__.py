@@ -1,9 +1,6 @@
-"""Write-back: local changes reach the share in order, content once it is quiet (queue.py)."""
+"""Write-back: local changes reach the share in order, content once it is quiet.
 
-from __future__ import annotations
-
-from fsync_fuse.writeback.dirty import DirtySet
-from fsync_fuse.writeback.pacing import Pacing
-from fsync_fuse.writeback.queue import WriteBack
-
-__all__ = ["DirtySet", "Pacing", "WriteBack"]
+queue.py (`WriteBack`) is the whole as the mount sees it; its docstring says how the parts
+(opworker, uploader, dirty, newfiles, pacing, rwlock, shareops) fit. Import from the modules:
+this package imports nothing, so the dirty set can be used without loading the uploader.
+"""

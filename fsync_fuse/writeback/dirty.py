@@ -46,7 +46,14 @@ class DirtyFile:
 
 
 class DirtySet:
-    def __init__(self, ns: Namespace, cache: BlockCache, pacing: Pacing, *, delay: float) -> None:
+    def __init__(
+        self,
+        *,
+        ns: Namespace,
+        cache: BlockCache,
+        pacing: Pacing,
+        delay: float,
+    ) -> None:
         self.ns = ns
         self.cache = cache
         self.pacing = pacing

@@ -37,11 +37,11 @@ class Restart(Exception):
 class NewFiles:
     def __init__(
         self,
+        *,
         ns: Namespace,
         cache: BlockCache,
         remote: Remote,
         dirty: DirtySet,
-        *,
         conflicts: Conflicts,
     ) -> None:
         self.ns, self.cache, self.remote, self.dirty = ns, cache, remote, dirty

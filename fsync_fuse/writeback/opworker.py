@@ -48,9 +48,9 @@ class SourceMissing(NotFound):
 class OpWorker:
     def __init__(
         self,
+        *,
         ns: Namespace,
         remote: Remote,
-        *,
         lock: RWLock,
         pacing: Pacing,
         new_files: NewFiles,

@@ -41,7 +41,11 @@ def refused_backoff(attempt: int, floor: float = 0.0) -> float:
 class Pacing:
     """Shared by the worker, the uploader and the dirty set (which picks upload deadlines)."""
 
-    def __init__(self, cache: BlockCache) -> None:
+    def __init__(
+        self,
+        *,
+        cache: BlockCache,
+    ) -> None:
         self._cache = cache
         #: trio time of the latest local change (the kernel adapter reports every mutation)
         self.activity_at = -math.inf

@@ -37,11 +37,11 @@ log = logging.getLogger(__name__)
 class WriteBack:
     def __init__(
         self,
+        *,
         ns: Namespace,
         cache: BlockCache,
         remote: Remote,
         dirty: DirtySet,
-        *,
         pacing: Pacing,
         conflicts: Conflicts,
         leases: Leases | None,
@@ -57,10 +57,10 @@ class WriteBack:
         self.conflicts = conflicts
         self.leases = leases
         lock = RWLock()
-        new_files = NewFiles(ns, cache, remote, dirty, conflicts=conflicts)
+        new_files = NewFiles(ns=ns, cache=cache, remote=remote, dirty=dirty, conflicts=conflicts)
         self.worker = OpWorker(
-            ns,
-            remote,
+            ns=ns,
+            remote=remote,
             lock=lock,
             pacing=pacing,
             new_files=new_files,
@@ -68,10 +68,10 @@ class WriteBack:
             max_backoff=max_backoff,
         )
         self.uploader = Uploader(
-            ns,
-            cache,
-            remote,
-            dirty,
+            ns=ns,
+            cache=cache,
+            remote=remote,
+            dirty=dirty,
             lock=lock,
             pacing=pacing,
             new_files=new_files,

@@ -42,11 +42,11 @@ MAX_PUT = 4 * 1024 * 1024
 class Uploader:
     def __init__(
         self,
+        *,
         ns: Namespace,
         cache: BlockCache,
         remote: Remote,
         dirty: DirtySet,
-        *,
         lock: RWLock,
         pacing: Pacing,
         new_files: NewFiles,

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import mmap
 import os
+import subprocess
 import sys
+import time
 
 import pytest
 
@@ -118,3 +120,18 @@ def test_set_mount_readahead_ignores_what_is_not_a_mount(tmp_path):
 def test_mountinfo_escapes():
     assert system._unescape(r"/mnt/a\040b\011c\134d") == "/mnt/a b\tc\\d"
     assert system._unescape("/plain") == "/plain"
+
+
+def test_process_alive():
+    """Alive, gone, and a zombie (exited, not yet reaped) counts as gone on Linux."""
+
+    assert system.process_alive(os.getpid())
+    assert system._alive_kill(os.getpid())
+    child = subprocess.Popen(["sleep", "0"])
+    deadline = time.monotonic() + 10
+    while system.process_alive(child.pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not system.process_alive(child.pid)  # a zombie until waited for
+    child.wait()
+    assert not system.process_alive(child.pid)
+    assert not system._alive_kill(child.pid)

@@ -119,7 +119,7 @@ async def test_replayed_create_adopts_its_own_file(emulator, share_name, share, 
     cache = BlockCache.open(tmp_path / "c", max_bytes=1 << 26, share_id="t")
     try:
         ns = Namespace(cache.env)
-        c = Conflicts(ns, cache, remote, site="me")
+        c = Conflicts(ns=ns, cache=cache, remote=remote, site="me")
         data = b"same content"
         rec = Inode(99, 1, "f.txt", FILE, size=len(data), mtime_ns=1_700_000_000_000_000_000)
         for where in ("f.txt", ".fsync-new-x-99"):
