@@ -25,11 +25,13 @@ from . import recovery, system
 from .dirtyblocks import DirtyBlocks
 from .durability import Durability
 from .entry import CLEAN, DIRTY, MAX_RANGE, MIN_BLOCK, CachedFile
+from .errors import CacheTooSmall
 from .eviction import Eviction
+from .footprint import MIN_BLOCKS, human_size
 from .index import Index
 from .mapped import MappedFile
 from .reading import Reading
-from .results import CacheStats, FileState
+from .results import Bound, CacheStats, FileState
 from .writing import Writing
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,8 @@ class BlockCache(Reading, Writing, DirtyBlocks, Eviction, Durability):
         block_size: int,
         min_free_pct: float,
         full_timeout: float,
+        bound: Bound = "directory",
+        other_reserve: int = 0,
     ) -> None:
         super().__init__(
             directory,
@@ -58,6 +62,8 @@ class BlockCache(Reading, Writing, DirtyBlocks, Eviction, Durability):
             block_size=block_size,
             min_free_pct=min_free_pct,
             full_timeout=full_timeout,
+            bound=bound,
+            other_reserve=other_reserve,
         )
         self._closed = False
         self._mapped = MappedFile(directory / "index.lmdb" / "data.mdb")
@@ -73,11 +79,16 @@ class BlockCache(Reading, Writing, DirtyBlocks, Eviction, Durability):
         block_size: int = 1 << 20,
         min_free_pct: float = 0.0,
         full_timeout: float = 30.0,
+        bound: Bound = "directory",
+        other_reserve: int = 0,
     ) -> BlockCache:
         """Create or open <directory>/index.lmdb and <directory>/data/.
 
-        Raises CacheMismatch for a cache made for another share, block size or schema. After
-        a crash (the index was not closed cleanly) it reconciles index and data files first."""
+        max_bytes bounds everything in the directory (bound="directory", footprint.py), or
+        the data files alone (bound="data"). Raises CacheMismatch for a cache made for another
+        share, block size or schema, and CacheTooSmall when max_bytes cannot hold what the
+        directory holds besides data plus MIN_BLOCKS blocks. After a crash (the index was not
+        closed cleanly) it reconciles index and data files first."""
         if block_size < MIN_BLOCK or block_size > MAX_RANGE or block_size & (block_size - 1):
             raise ValueError(f"block_size must be a power of two in [4 KiB, 4 MiB]: {block_size}")
         path = Path(directory)
@@ -96,15 +107,49 @@ class BlockCache(Reading, Writing, DirtyBlocks, Eviction, Durability):
                 block_size=block_size,
                 min_free_pct=min_free_pct,
                 full_timeout=full_timeout,
+                bound=bound,
+                other_reserve=other_reserve,
             )
+            if bound == "directory":
+                try:
+                    self._check_size()
+                except CacheTooSmall:
+                    if index.was_clean:
+                        index.mark_clean_shutdown()  # nothing changed: no recovery next time
+                    raise
             if not index.was_clean:
                 log.warning("cache %s was not closed cleanly: reconciling", path)
                 recovery.reconcile(index, self._data, block_size)
             self._load()
+            if self._used > self._limit():
+                self._make_room(0)  # a smaller bound than last time, or a grown index
         except BaseException:
             index.close()
             raise
         return self
+
+    def _check_size(self) -> None:
+        fp = self._footprint
+        need = fp.minimum(self.block_size)
+        if self.max_bytes < need:
+            raise CacheTooSmall(
+                f"a cache size of {human_size(self.max_bytes)} is too small: it must be at least "
+                f"{human_size(need)} ({MIN_BLOCKS} blocks of {human_size(self.block_size)}, and "
+                f"{human_size(need - MIN_BLOCKS * self.block_size)} for the index, directories "
+                "and other files of the cache directory)",
+                need,
+            )
+
+    @property
+    def other_reserve(self) -> int:
+        """What the caller's own files in the cache directory (a rotated log) may take at
+        most; reserved out of max_bytes like the index (footprint.py). May be changed at run
+        time."""
+        return self._footprint.other_reserve
+
+    @other_reserve.setter
+    def other_reserve(self, nbytes: int) -> None:
+        self._footprint.other_reserve = nbytes
 
     def _load(self) -> None:
         recs = self._index.load_files()
@@ -133,18 +178,36 @@ class BlockCache(Reading, Writing, DirtyBlocks, Eviction, Durability):
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
         commit_interval: float = 5.0,
     ) -> None:
-        """Background upkeep: free-space eviction every second, heat flush and commit every
-        `commit_interval` seconds, index pages unmapped when too many are mapped (checked every
-        second: 0.3 ms). Start with `await nursery.start(cache.run)`; cancel to stop."""
+        """Background upkeep: the index and other files measured every `footprint_interval`
+        (0.1 s: a few stat calls) and data evicted when they grew into its room (footprint.py),
+        free-space eviction every second, heat flush and commit every `commit_interval`
+        seconds, index pages unmapped when too many are mapped (checked every second: 0.3 ms).
+        Start with `await nursery.start(cache.run)`; cancel to stop."""
         task_status.started()
-        last_commit = trio.current_time()
+        last_commit = last_second = trio.current_time()
+        stuck = (-1, -1)  # (used, limit) when eviction last could not get under the limit
+        last_limit = self._limit()
         while True:
-            await trio.sleep(1.0)
-            if self.min_free_pct > 0:
-                self._limit_cache = (-1e9, self.max_bytes)
-                self._make_room(0)
-            if trio.current_time() - last_commit >= commit_interval:
-                last_commit = trio.current_time()
+            await trio.sleep(self.footprint_interval)
+            self._footprint.refresh()
+            now = trio.current_time()
+            second = now - last_second >= 1.0
+            if second:
+                last_second = now
+                if self.min_free_pct > 0:
+                    self._limit_cache = (-1e9, 0)
+            limit = self._limit()
+            if limit > last_limit:
+                self._space_freed()  # a writer waiting for room may find it now
+            last_limit = limit
+            if self._used > limit and (self._used, limit) != stuck:
+                # dirty and pinned data cannot go: do not walk every file again until
+                # something changed
+                stuck = (-1, -1) if self._make_room(0) else (self._used, self._limit())
+            if not second:
+                continue
+            if now - last_commit >= commit_interval:
+                last_commit = now
                 if self._has_pending():
                     await self.commit_async()
             self.trim_index()
@@ -219,4 +282,5 @@ class BlockCache(Reading, Writing, DirtyBlocks, Eviction, Durability):
             evicted_bytes=self._evicted_bytes,
             max_bytes=self.max_bytes,
             files=len(self._files),
+            reserved=self._reserved(),
         )

@@ -12,6 +12,11 @@ from .system import datasync
 PAGE = 4096
 
 
+def allocated(st: os.stat_result) -> int:
+    """Bytes a file or directory occupies on disk, as du counts them."""
+    return st.st_blocks * 512
+
+
 def page_up(n: int) -> int:
     return (n + PAGE - 1) & ~(PAGE - 1)
 
@@ -39,7 +44,12 @@ def pwrite_all(fd: int, data: bytes | memoryview, off: int) -> None:
 class DataFiles:
     """Maps data ids to paths under data/ and keeps at most `max_open` fds open (LRU).
 
-    Files are spread over 256 subdirectories by the low byte of the id."""
+    Files are spread over 256 subdirectories by the low byte of the id; a subdirectory exists
+    only while it holds a file (it is removed with its last file, and at start when empty), so
+    a small cache does not keep 256 directories. `dir_bytes` is what data/ and those
+    subdirectories occupy on disk: measured at start, and again for the directories a new file
+    went into (a directory never shrinks while it exists; footprint.py reserves what one new
+    entry may add)."""
 
     def __init__(self, root: Path, max_open: int = 128) -> None:
         self.root = root
@@ -47,6 +57,28 @@ class DataFiles:
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._root = str(root)
         self._fds: OrderedDict[int, int] = OrderedDict()  # data_id -> fd
+        self._dirs: dict[str, int] = {}  # directory -> allocated bytes
+        self.dir_bytes = 0
+        self._measure_dir(self._root)
+        for e in os.scandir(self._root):
+            if e.is_dir(follow_symlinks=False):
+                try:
+                    os.rmdir(e.path)
+                except OSError:  # not empty
+                    self._measure_dir(e.path)
+
+    @property
+    def root_bytes(self) -> int:
+        """What data/ itself occupies (without its subdirectories)."""
+        return self._dirs.get(self._root, 0)
+
+    def _measure_dir(self, path: str) -> None:
+        try:
+            n = allocated(os.stat(path))
+        except OSError:
+            return
+        self.dir_bytes += n - self._dirs.get(path, 0)
+        self._dirs[path] = n
 
     def path(self, data_id: int) -> Path:
         return Path(self._path(data_id))
@@ -73,6 +105,9 @@ class DataFiles:
                 raise
             os.makedirs(path.rpartition("/")[0], mode=0o700, exist_ok=True)
             fd = os.open(path, flags, 0o600)
+            self._measure_dir(self._root)
+        if create:
+            self._measure_dir(path.rpartition("/")[0])
         fds[data_id] = fd
         while len(fds) > self.max_open:
             _, old = fds.popitem(last=False)
@@ -85,11 +120,19 @@ class DataFiles:
             os.close(fd)
 
     def unlink(self, data_id: int) -> None:
+        """Delete the file, and its subdirectory when that was its last file."""
         self.close(data_id)
+        path = self._path(data_id)
         try:
-            os.unlink(self._path(data_id))
+            os.unlink(path)
         except FileNotFoundError:
             pass
+        sub = path.rpartition("/")[0]
+        try:
+            os.rmdir(sub)
+        except OSError:  # other files are there (or it is gone already)
+            return
+        self.dir_bytes -= self._dirs.pop(sub, 0)
 
     def datasync(self, data_id: int) -> None:
         """Make the file's data durable (system.datasync); a file that is gone needs nothing."""

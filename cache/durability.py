@@ -10,7 +10,9 @@ from collections.abc import Sequence
 
 import trio
 
+from .datafile import PAGE
 from .entry import ABSENT, CLEAN, DIRTY, CachedFile
+from .footprint import index_headroom
 from .index import block_key, block_val, key_bytes
 from .state import CacheState
 from .system import datasync
@@ -59,6 +61,7 @@ class Durability(CacheState):
                 if not f.dead:
                     txn.put(key_bytes(f.key), f.record().pack(), db=idx.files)
         self.env.sync(True)
+        self._footprint.refresh_index()
         for f in volatile:
             self._volatile.add(f.data_id)
 
@@ -76,6 +79,7 @@ class Durability(CacheState):
         """Sync the data files written since the last commit, then write the index changes in
         one transaction and sync it: what was written before is now durable."""
         linger = self.volatile_linger if _linger is None else _linger
+        self._room_for_commit()
         for data_id in self._unsynced:
             self._data.datasync(data_id)
         self._unsynced.clear()
@@ -113,10 +117,27 @@ class Durability(CacheState):
                     txn.delete(key_bytes(data_id), db=idx.volatile)
                     self._volatile.discard(data_id)
         self.env.sync(True)
+        self._footprint.refresh_index()
         self._deleted_keys.clear()
         self._dropped_ids.clear()
         self._pending_files.clear()
         self._meta_dirty.clear()
+
+    def _room_for_commit(self) -> None:
+        """A commit writing many records may grow the index by more than the headroom kept
+        for it (footprint.py): make room for that first (~128 bytes a record, more than a
+        B-tree leaf entry with its share of page splits)."""
+        if self.bound == "data":
+            return
+        records = (
+            sum(len(f.pending) for f in self._pending_files)
+            + len(self._meta_dirty)
+            + len(self._deleted_keys)
+            + len(self._volatile)
+        )
+        grow = 128 * records + PAGE * len(self._dropped_ids)
+        if grow > index_headroom(self.max_bytes) // 2:
+            self._make_room(grow)
 
     async def commit_async(self) -> None:
         """`commit` with the bulk of the data-file syncing done in a worker thread first."""

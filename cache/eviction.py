@@ -1,5 +1,6 @@
 """The size bound: room is made before anything is allocated; clean blocks of the least
-recently used unpinned files go first; a free-space floor lowers the bound."""
+recently used unpinned files go first; what the rest of the directory takes (footprint.py)
+and a free-space floor lower what the data may use."""
 
 from __future__ import annotations
 
@@ -63,29 +64,36 @@ class Eviction(CacheState):
         self._evict_to(target)
         return before - self._used
 
+    def _reserved(self) -> int:
+        """Bytes of max_bytes the data may not use (footprint.py); 0 with bound="data"."""
+        if self.bound == "data":
+            return 0
+        return self._footprint.reserved(self.max_bytes)
+
     def _limit(self) -> int:
-        """max_bytes, lowered so the disk keeps min_free_pct free (checked at most once per
+        """What the data may use: max_bytes less the reserve for everything else in the
+        directory, lowered so the disk keeps min_free_pct free (checked at most once per
         free_space_interval)."""
+        limit = self.max_bytes - self._reserved()
         if self.min_free_pct <= 0:
-            return self.max_bytes
-        now = time.monotonic()
-        when, limit = self._limit_cache
-        if now - when < self.free_space_interval:
             return limit
-        free, total = disk_space(self.directory)
-        want_free = total * self.min_free_pct / 100
-        limit = min(self.max_bytes, max(0, self._used + int(free - want_free)))
-        self._limit_cache = (now, limit)
-        return limit
+        now = time.monotonic()
+        when, floor = self._limit_cache
+        if now - when >= self.free_space_interval:
+            free, total = disk_space(self.directory)
+            want_free = total * self.min_free_pct / 100
+            floor = max(0, self._used + int(free - want_free))
+            self._limit_cache = (now, floor)
+        return min(limit, floor)
 
     def _make_room(self, need: int, protect: tuple[CachedFile, int, int] | None = None) -> bool:
         """Evict until `need` more bytes fit under the bound; False if they cannot."""
         limit = self._limit()
         if self._used + need <= limit:
             return True
-        slack = min(limit // 16, 16 * self.block_size)
+        slack = max(0, min(limit // 16, 16 * self.block_size))
         self._evict_to(max(0, limit - need - slack), protect)
-        return self._used + need <= limit
+        return self._used + need <= self._limit()  # files gone may have taken directories
 
     def _evict_to(self, target: int, protect: tuple[CachedFile, int, int] | None = None) -> None:
         to_free = self._used - target

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Literal
 
 #: fetch(offset, length) -> remote bytes of [offset, offset+length); shorter at the remote's end.
 Fetch = Callable[[int, int], Awaitable[bytes]]
+
+#: what max_bytes bounds: the whole cache directory (the default), or the data files only
+Bound = Literal["directory", "data"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,3 +61,6 @@ class CacheStats:
     evicted_bytes: int
     max_bytes: int
     files: int  # files with a cache record
+    #: of max_bytes, what the index, directories and other files take or may take before
+    #: the next measurement (footprint.py); the data may use the rest. 0 with bound="data".
+    reserved: int = 0

@@ -22,8 +22,9 @@ import trio
 
 from .datafile import DataFiles, metadata_allowance
 from .entry import CLEAN, DIRTY, CachedFile, Fill
+from .footprint import Footprint
 from .index import FileRecord, Index
-from .results import Fetch
+from .results import Bound, Fetch
 
 
 class CacheState(ABC):
@@ -34,6 +35,8 @@ class CacheState(ABC):
     volatile_linger = 30.0
     #: seconds between free-space checks (system.disk_space) when min_free_pct is set
     free_space_interval = 1.0
+    #: seconds between two measurements of the index and other files (`run`; footprint.py)
+    footprint_interval = 0.1
 
     def __init__(
         self,
@@ -44,6 +47,8 @@ class CacheState(ABC):
         block_size: int,
         min_free_pct: float,
         full_timeout: float,
+        bound: Bound = "directory",
+        other_reserve: int = 0,
     ) -> None:
         self.directory = directory
         self._index = index
@@ -54,6 +59,9 @@ class CacheState(ABC):
         self.min_free_pct = min_free_pct
         self.full_timeout = full_timeout
         self._data = DataFiles(directory / "data")
+        #: "directory": max_bytes bounds the whole directory; "data": the data files only
+        self.bound: Bound = bound
+        self._footprint = Footprint(directory, self._data, other_reserve=other_reserve)
         self._files: dict[int, CachedFile] = {}
         self._by_id: dict[int, CachedFile] = {}
         self._lru: OrderedDict[CachedFile, None] = OrderedDict()  # oldest first
@@ -67,7 +75,7 @@ class CacheState(ABC):
         self._dropped_ids: set[int] = set()
         self._unsynced: set[int] = set()  # data ids written since the last commit
         self._space_event = trio.Event()
-        self._limit_cache: tuple[float, int] = (-1e9, max_bytes)  # (when, bound) for _limit
+        self._limit_cache: tuple[float, int] = (-1e9, max_bytes)  # (when, free-space limit)
         self._hits = 0
         self._misses = 0
         self._fetched = 0

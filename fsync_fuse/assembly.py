@@ -4,8 +4,8 @@ The daemon (daemon.py) and the in-process test harness (tests/mount/inproc.py) b
 filesystem from `open_mount`; only the daemon then hands `Mount.fs` to the kernel. Parts get
 their collaborators in their constructors, in this order of construction:
 
-    References, KernelAttributes, DirReplies      what the kernel holds and is answered
-    Namespace                                     the tables (+ readdir answers' hook)
+    References, DirReplies                        what the kernel holds, readdir answers
+    Namespace, KernelAttributes                   the tables (reporting changes to DirReplies)
     KernelNotifier, Pacing, DirtySet              kernel invalidations, bursts, dirty files
     Lister, Conflicts, Leases, WriteBack          listings, other sites, the upload queue
     Reader, Revalidator, Poller                   reads, close-to-open, change detection
@@ -42,6 +42,7 @@ from fsync_fuse.notify import KernelNotifier
 from fsync_fuse.poller import Poller
 from fsync_fuse.reader import Reader
 from fsync_fuse.revalidate import Revalidator
+from fsync_fuse.space import Space
 from fsync_fuse.writeback.dirty import DirtySet
 from fsync_fuse.writeback.pacing import Pacing
 from fsync_fuse.writeback.queue import WriteBack
@@ -63,10 +64,12 @@ class Mount:
     ) -> None:
         self.cfg, self.cache, self.remote = cfg, cache, remote
         self.refs = References()
-        self.attrs = KernelAttributes(timeout=cfg.listing_ttl, block_size=cache.block_size)
-        self.replies = DirReplies(attrs=self.attrs)
+        self.replies = DirReplies()
         self.ns = Namespace(
             cache.env, uid=os.getuid(), gid=os.getgid(), on_dir_change=self.replies.changed
+        )
+        self.attrs = KernelAttributes(
+            timeout=cfg.listing_ttl, block_size=cache.block_size, subdirs=self.ns.subdirs
         )
         self.notifier = KernelNotifier(ns=self.ns, refs=self.refs)
         self.pacing = Pacing(cache=cache)
@@ -115,6 +118,9 @@ class Mount:
             ttl=cfg.attr_timeout,
         )
         self.poller = Poller(ns=self.ns, lister=self.lister, interval=cfg.poll_interval)
+        self.space = Space(
+            ns=self.ns, cache=cache, remote=remote, dirty=self.dirty, reader=self.reader
+        )
         self.control = ControlServer(
             ns=self.ns,
             cache=cache,
@@ -140,6 +146,7 @@ class Mount:
             control=self.control,
             replies=self.replies,
             attrs=self.attrs,
+            space=self.space,
             fsync_remote=cfg.fsync_remote,
             io_timeout=cfg.io_timeout,
             after_init=after_init,

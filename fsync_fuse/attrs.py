@@ -2,8 +2,10 @@
 
 The share has no mode, owner or symlinks, so we keep them in file metadata under our own keys
 (another mount of the share reads them back): `fsyncmode` (octal permission bits), `fsyncuid`,
-`fsyncgid`, and `fsynctype=symlink` on a small file whose content is the link target. The mtime
-lives in the SMB last-write time. Metadata keys we do not own are kept and written back
+`fsyncgid`, and `fsynctype=symlink` on a small file whose content is the link target. Fifos,
+sockets and device nodes are empty files marked `fsynctype=fifo|socket|chardev|blockdev`
+(devices with `fsyncrdev`, the device number): every mount shows them with their type, and
+the kernel itself serves what they are opened for. The mtime lives in the SMB last-write time. Metadata keys we do not own are kept and written back
 unchanged, so we never strip what another tool stored.
 
 Listings do not return metadata, and a `stat` per entry made the first listing of a big tree
@@ -13,6 +15,13 @@ user), and an entry that carries them is marked with the SMB attribute `NoScrubD
 it only tells ReFS volumes not to scrub), which listings do return. A listing `stat`s only
 marked entries; every other entry has the default attributes. Files owned by the mounting
 user therefore appear owned by whoever mounts the share elsewhere, as with an SMB mount.
+
+Access times: reads never change them (like `noatime`); one set explicitly (utimensat,
+`touch -a`, `cp -p`) is kept here and in the metadata (`fsyncatime`) without marking the
+entry (tar sets one on every file it extracts: marking them all would make other mounts
+`stat` every entry of such a tree), so another mount shows it once it reads the entry's
+metadata (a marked entry's listing; else it shows the mtime, as it does for an access time
+never set).
 """
 
 from __future__ import annotations
@@ -26,14 +35,46 @@ KEY_MODE = "fsyncmode"
 KEY_UID = "fsyncuid"
 KEY_GID = "fsyncgid"
 KEY_TYPE = "fsynctype"
+KEY_ATIME = "fsyncatime"
+KEY_RDEV = "fsyncrdev"
 TYPE_SYMLINK = "symlink"
-OUR_KEYS = frozenset({KEY_MODE, KEY_UID, KEY_GID, KEY_TYPE})
+OUR_KEYS = frozenset({KEY_MODE, KEY_UID, KEY_GID, KEY_TYPE, KEY_ATIME, KEY_RDEV})
 #: SMB attribute marking an entry whose metadata holds POSIX attributes (see above)
 MARKER = "NoScrubData"
 
 FILE, DIR, LINK = "f", "d", "l"
-_S_IFMT = {FILE: stat.S_IFREG, DIR: stat.S_IFDIR, LINK: stat.S_IFLNK}
-DEFAULT_MODE = {FILE: 0o644, DIR: 0o755, LINK: 0o777}
+FIFO, SOCK, CHR, BLK = "p", "s", "c", "b"
+#: kinds stored as an empty file marked with their type (and device number)
+SPECIAL = frozenset({FIFO, SOCK, CHR, BLK})
+_S_IFMT = {
+    FILE: stat.S_IFREG,
+    DIR: stat.S_IFDIR,
+    LINK: stat.S_IFLNK,
+    FIFO: stat.S_IFIFO,
+    SOCK: stat.S_IFSOCK,
+    CHR: stat.S_IFCHR,
+    BLK: stat.S_IFBLK,
+}
+DEFAULT_MODE = {
+    FILE: 0o644,
+    DIR: 0o755,
+    LINK: 0o777,
+    FIFO: 0o644,
+    SOCK: 0o755,
+    CHR: 0o644,
+    BLK: 0o644,
+}
+#: fsynctype values
+_TYPE_OF = {LINK: TYPE_SYMLINK, FIFO: "fifo", SOCK: "socket", CHR: "chardev", BLK: "blockdev"}
+_KIND_OF = {v: k for k, v in _TYPE_OF.items()}
+
+
+def kind_of_mode(mode: int) -> str | None:
+    """The kind of entry a mknod/create mode asks for (None: not one the mount can hold)."""
+    for kind, fmt in _S_IFMT.items():
+        if stat.S_IFMT(mode) == fmt:
+            return kind
+    return None
 
 
 def has_marker(attributes: str | None) -> bool | None:
@@ -87,6 +128,9 @@ class Inode:
     extra_known: bool = True
     attrs: str | None = None
     base_lw: int | None = None  # the share's last-write time of the version `etag` names
+    #: an access time set explicitly (utimensat, `touch -a`); 0: none, the mtime stands in
+    atime_ns: int = 0
+    rdev: int = 0  # device number of a device node
 
     def clone(self) -> Inode:
         """A copy to hand out (copy.copy is slow on slotted dataclasses); `extra` is shared,
@@ -113,6 +157,8 @@ class Inode:
             self.extra_known,
             self.attrs,
             self.base_lw,
+            self.atime_ns,
+            self.rdev,
         )
 
     @property
@@ -127,7 +173,7 @@ class Inode:
         """True when a mount owned by `owner` (uid, gid) would show exactly these attributes
         with no metadata at all: nothing to store, no marker."""
         return (
-            self.kind != LINK
+            self.kind in (FILE, DIR)
             and self.mode & 0o7777 == DEFAULT_MODE[self.kind]
             and (self.uid, self.gid) == owner
         )
@@ -140,8 +186,12 @@ class Inode:
             meta[KEY_MODE] = format(self.mode & 0o7777, "o")
             meta[KEY_UID] = str(self.uid)
             meta[KEY_GID] = str(self.gid)
-            if self.kind == LINK:
-                meta[KEY_TYPE] = TYPE_SYMLINK
+            if self.kind in _TYPE_OF:
+                meta[KEY_TYPE] = _TYPE_OF[self.kind]
+            if self.kind in (CHR, BLK):
+                meta[KEY_RDEV] = str(self.rdev)
+        if self.atime_ns:
+            meta[KEY_ATIME] = str(self.atime_ns)
         return meta
 
     def share_attributes(self, owner: tuple[int, int]) -> str | None:
@@ -166,17 +216,19 @@ class Inode:
                 self.uid = int(lowered[KEY_UID])
             if KEY_GID in lowered:
                 self.gid = int(lowered[KEY_GID])
+            self.atime_ns = int(lowered.get(KEY_ATIME, 0))
+            self.rdev = int(lowered.get(KEY_RDEV, 0))
         except ValueError:
             pass  # another tool wrote something odd: keep the defaults
-        if self.kind != DIR and lowered.get(KEY_TYPE) == TYPE_SYMLINK:
-            self.kind = LINK
+        if self.kind != DIR and lowered.get(KEY_TYPE) in _KIND_OF:
+            self.kind = _KIND_OF[lowered[KEY_TYPE]]
         self.extra = {k: v for k, v in meta.items() if k.lower() not in OUR_KEYS}
         self.meta_known = True
         self.extra_known = True
 
     def apply_defaults(self, owner: tuple[int, int]) -> None:
         """An entry without POSIX metadata: default mode, owned by the mounting user."""
-        if self.kind == LINK:
+        if self.kind not in (FILE, DIR):
             self.kind = FILE
         self.mode = DEFAULT_MODE[self.kind]
         self.uid, self.gid = owner
@@ -204,6 +256,8 @@ class Inode:
         ("xk", "extra_known", True),
         ("a", "attrs", None),
         ("bl", "base_lw", None),
+        ("at", "atime_ns", 0),
+        ("rd", "rdev", 0),
     )
 
     def encode(self) -> bytes:

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import logging
+import logging.handlers
+import os
 import sys
+from typing import NoReturn
 
 #: modules whose `register(subparsers)` adds a command, in --help order. A module that cannot
 #: be imported is a bug: it fails loudly (no command may silently disappear).
@@ -23,8 +27,16 @@ COMMANDS: list[str] = [
 ]
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (not the usage block): what was wrong and
+    where to read more."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"fsync-fuse: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="fsync-fuse",
         description=(
             "Mount an Azure file share as a local directory with a bounded local cache: the whole "
@@ -33,16 +45,91 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--debug", action="store_true", help="verbose logging")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for modname in COMMANDS:
         importlib.import_module(modname).register(sub)
     return parser
 
 
-def setup_logging(debug: bool, logfile: str | None = None) -> None:
-    """One log format for every command; `--debug` turns on our own verbose messages only."""
+class RotatingLog(logging.handlers.RotatingFileHandler):
+    """A log file that never grows past `max_bytes`, with one older file beside it (`.1`): so
+    a log in the cache directory fits the space reserved for it there (footprint.py).
+
+    Unlike the standard handler it counts bytes, not characters, clips a record to a quarter
+    of the limit (so one always fits), creates files with mode 0600, and moves stdout and
+    stderr along when they were the log (a background daemon's are: background.py)."""
+
+    def __init__(self, filename: str, max_bytes: int) -> None:
+        self.record_limit = max(1024, max_bytes // 16)  # characters: at most 4 bytes each
+        trim(filename, max_bytes)
+        trim(filename + ".1", max_bytes)
+        super().__init__(filename, maxBytes=max_bytes, backupCount=1, encoding="utf-8")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if len(text) > self.record_limit:
+            text = f"{text[: self.record_limit]}... [{len(text) - self.record_limit} more cut]"
+        return text
+
+    def shouldRollover(self, record: logging.LogRecord) -> bool:
+        if self.stream is None:
+            self.stream = self._open()
+        msg = f"{self.format(record)}\n".encode(errors="replace")
+        self.stream.seek(0, 2)
+        return self.stream.tell() + len(msg) >= self.maxBytes
+
+    def doRollover(self) -> None:
+        if self.stream is None:
+            self.stream = self._open()
+        old = os.fstat(self.stream.fileno())
+        movers = [fd for fd in (1, 2) if _same_file(fd, old)]
+        super().doRollover()
+        if self.stream is not None:
+            for fd in movers:
+                os.dup2(self.stream.fileno(), fd)
+
+    def _open(self) -> io.TextIOWrapper:
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        return open(fd, "a", encoding=self.encoding, errors=self.errors)
+
+
+def _same_file(fd: int, st: os.stat_result) -> bool:
+    try:
+        mine = os.fstat(fd)
+    except OSError:
+        return False
+    return (mine.st_dev, mine.st_ino) == (st.st_dev, st.st_ino)
+
+
+def trim(path: str, max_bytes: int) -> None:
+    """A log file larger than `max_bytes` (left by an older version) keeps its last half.
+    Best effort: a file that cannot be opened is left as it is (opening it for the log says
+    why)."""
+    try:
+        with open(path, "rb+") as fh:
+            size = fh.seek(0, 2)
+            if size <= max_bytes:
+                return
+            keep = max_bytes // 2
+            fh.seek(size - keep)
+            tail = fh.read(keep)
+            fh.seek(0)
+            fh.truncate()
+            fh.write(tail)
+    except OSError:
+        pass
+
+
+def setup_logging(debug: bool, logfile: str | None = None, *, max_bytes: int = 0) -> None:
+    """One log format for every command; `--debug` turns on our own verbose messages only.
+    `max_bytes`: the log file rotates at this size, keeping one older file (RotatingLog)."""
     handler: logging.Handler
-    handler = logging.FileHandler(logfile) if logfile else logging.StreamHandler(sys.stderr)
+    if logfile and max_bytes:
+        handler = RotatingLog(logfile, max_bytes)
+    elif logfile:
+        handler = logging.FileHandler(logfile)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -10,6 +10,22 @@ from pathlib import Path
 from typing import Any
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
+KiB = 1 << 10
+MiB = 1 << 20
+LOG_NAME = "fsync-fuse.log"
+
+
+def log_limit(cache_size: int) -> int:
+    """The size at which a log in the cache directory rotates: 1/64 of the cache, from 64 KiB
+    to 4 MiB, in whole pages. With the one older file kept, the log takes at most twice this,
+    which the cache reserves out of --cache-size."""
+    return max(64 * KiB, min(cache_size // 64, 4 * MiB)) // 4096 * 4096
+
+
+def inside(path: str | os.PathLike[str], directory: str | os.PathLike[str]) -> bool:
+    """Whether `path` is `directory` or below it (symbolic links resolved)."""
+    p, d = os.path.realpath(path), os.path.realpath(directory)
+    return os.path.commonpath([p, d]) == d
 
 
 def parse_size(text: str) -> int:
@@ -59,6 +75,28 @@ class MountConfig:
     #: longest a write waits for room when dirty and pinned data fill the cache (ENOSPC after)
     full_timeout: float = 30.0
     creds: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def log_path(self) -> str | None:
+        """Where the daemon logs: --log, else CACHE_DIR/fsync-fuse.log in the background;
+        None: stderr (in the foreground)."""
+        if self.log_file:
+            return self.log_file
+        return None if self.foreground else str(self.cache_dir / LOG_NAME)
+
+    @property
+    def log_max_bytes(self) -> int:
+        """The rotation size of a log that lives in the cache directory; 0 for a log
+        elsewhere (the user's to manage) or on stderr."""
+        path = self.log_path
+        if path is None or not inside(path, self.cache_dir):
+            return 0
+        return log_limit(self.cache_size)
+
+    @property
+    def log_reserve(self) -> int:
+        """What the log may take in the cache directory: the file and its one older copy."""
+        return 2 * self.log_max_bytes
 
     @property
     def listing_ttl(self) -> float:

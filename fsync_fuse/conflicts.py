@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from cache import BlockCache
 from fsync_fuse import names
 from fsync_fuse.attrs import Inode
 from fsync_fuse.namespace import Namespace
+from remote import naming
 from remote.base import AlreadyExists, NotFound, Remote, RemoteEntry
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,8 @@ class Conflicts:
         with ns.env.begin() as txn:
             raw = txn.get(_KEY, db=ns.db_meta)
         self.count = int(raw) if raw else 0
+        #: ino -> (FileId, path) of the share's version this site is moving aside
+        self._aside: dict[int, tuple[str | None, str]] = {}
 
     def announce(self, parent: int, name: str) -> None:
         """`name` in directory `parent` means another file now (a version moved aside)."""
@@ -98,6 +101,13 @@ class Conflicts:
         if inflight and entry is not None and not entry.is_dir and entry.file_id == rec.file_id:
             log.debug("%s: the share's version is our own interrupted upload", path)
             return False
+        moving = self._aside.pop(ino, None)
+        if entry is None and moving is not None and await self._still_aside(*moving):
+            # our own earlier resolution moved theirs aside and its answer was lost: the
+            # conflict was counted then; ours is now a new file under the name
+            log.info("%s: the share's version was moved aside by this site already", path)
+            self.ns.update(ino, remote_size=None, etag=None, file_id=None)
+            return True
         self._counted()
         if before_change is not None:
             await before_change()
@@ -137,35 +147,84 @@ class Conflicts:
                 path,
                 aside,
             )
+            # remembered until the rename's answer arrives: should it be lost, the retried
+            # upload finds the name empty and must not count another conflict
+            self._aside[ino] = (entry.file_id, dst)
             await self.remote.rename(path, dst, replace=False)
+            self._aside.pop(ino, None)
             self.ns.update(ino, remote_size=None, etag=None, file_id=None)
             self.announce(rec.parent, aside)
         return True
 
     async def place(
-        self, ino: int, rec: Inode, tmp: str, path: str, *, movable: bool
+        self,
+        ino: int,
+        rec: Inode,
+        tmp: str,
+        path: str,
+        *,
+        movable: bool,
+        ours: Mapping[str, tuple[int | None, int]] | None = None,
     ) -> tuple[RemoteEntry, str]:
         """Give our new file, created and filled at `tmp`, its name `path` without replacing
         anything. When the name is taken (a file or directory another site created since we
         listed), both are kept: the newer keeps the name, unless our inode may not move (a
         queued operation still refers to its path: `movable` False), then theirs moves.
-        Returns ours (as the rename reported it) and the path it ended up at."""
+        Returns ours (as the rename reported it) and the path it ended up at.
+
+        `ours`: our own temporary files for this inode (FileId -> last-write time, size;
+        newfiles.py), among them the one at `tmp`. The name held by one of them, unchanged,
+        is an earlier attempt of this very placing whose answer was lost: this attempt's
+        file replaces it, nothing is counted or kept twice. Our temporary file gone while
+        the name holds one of ours: this rename already happened."""
+        ours = ours or {}
         for _ in range(3):
             try:
-                ours = await self.remote.rename(tmp, path, replace=False)
-                return ours or await self.remote.stat(path), path
+                entry = await self.remote.rename(tmp, path, replace=False)
+                return entry or await self.remote.stat(path), path
             except AlreadyExists:
                 pass
-            try:
-                theirs = await self.remote.stat(path)
             except NotFound:
+                there = await self._stat_or_none(path)
+                if there is None or there.is_dir or there.file_id not in ours:
+                    raise
+                log.debug("%s: our earlier rename of %s already gave it its name", path, tmp)
+                return there, path
+            theirs = await self._stat_or_none(path)
+            if theirs is None:
                 continue  # gone again meanwhile: take the name
+            if self.is_ours(theirs, ours):
+                log.info(
+                    "%s: the name holds our own earlier attempt (its answer was lost); "
+                    "replaced by this one",
+                    path,
+                )
+                entry = await self.remote.rename(tmp, path, replace=True)
+                return entry or await self.remote.stat(path), path
             if await self._same_file(ino, rec, tmp, theirs, path):
                 # our own earlier create, replayed after a crash: nothing to keep twice
                 await self.remote.delete_file(tmp)
                 return theirs, path
             return await self._resolve_new(rec, tmp, path, theirs, movable)
         raise AlreadyExists(f"{path}: the name keeps being taken on the share")
+
+    @staticmethod
+    def is_ours(entry: RemoteEntry, ours: Mapping[str, tuple[int | None, int]]) -> bool:
+        """Is `entry` one of our temporary files, as we left it (no other site wrote it)?"""
+        if entry.is_dir or entry.file_id is None or entry.file_id not in ours:
+            return False
+        lw, size = ours[entry.file_id]
+        return entry.size == size and (lw is None or entry.last_write_ns == lw)
+
+    async def _still_aside(self, file_id: str | None, path: str) -> bool:
+        there = await self._stat_or_none(path)
+        return there is not None and file_id is not None and there.file_id == file_id
+
+    async def _stat_or_none(self, path: str) -> RemoteEntry | None:
+        try:
+            return await self.remote.stat(path)
+        except NotFound:
+            return None
 
     async def _resolve_new(
         self, rec: Inode, tmp: str, path: str, theirs: RemoteEntry, movable: bool
@@ -211,8 +270,10 @@ class Conflicts:
         return ours == await self.remote.read(path, 0, rec.size)
 
     async def _free_name(self, parent: int, parent_path: str, name: str) -> str:
+        parts = [p for p in parent_path.split("/") if p]
+        room = naming.MAX_PATH - naming.path_units(parts) - 1  # the share's path limit
         for n in range(0, 1000):
-            cand = conflict_name(name, self.site, n)
+            cand = conflict_name(name, self.site, n, room)
             if names.why_invalid(cand) or self.ns.find(parent, cand) is not None:
                 continue
             try:

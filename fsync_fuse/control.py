@@ -6,10 +6,12 @@ client helpers below. Any user who can read the mount can read status; the kerne
 permission to set attributes on the root (write access to it).
 
 On the mount root:
-- `user.fsync.pending` (read): `Pending` as JSON, what is not on the share yet. Reading it
-  also keeps a running drain request alive (see `CONTROL_DRAIN`).
+- `user.fsync.pending` (read): `Pending` as JSON, what is not on the share yet (items stuck
+  because the share refuses them are not: they are in `status`). Reading it also keeps a
+  running drain request alive (see `CONTROL_DRAIN`).
 - `user.fsync.status` (read): JSON, `Pending`'s keys plus counters (conflicts, poll,
-  revalidate, read, readdir, index_trims, leases).
+  revalidate, read, readdir, index_trims, leases) and `stuck` (count and the first items,
+  each with path, operation and reason).
 - `user.fsync.pid` (read): the daemon's process id (unmount waits for it to exit).
 - `user.fsync.control` (write): `drain` uploads everything now, ignoring the write-back
   delay, for as long as someone keeps reading `user.fsync.pending`; `lazy` makes the
@@ -56,10 +58,12 @@ class Pending:
     bytes: int  # (the JSON key; annotations below say builtins.bytes)
     ops: int
     error: str | None = None
+    #: directories whose new mtime (entries changed here) is not on the share yet
+    dirs: int = 0
 
     @property
     def empty(self) -> bool:
-        return not (self.files or self.ops)
+        return not (self.files or self.ops or self.dirs)
 
     def to_json(self) -> builtins.bytes:
         return json.dumps(asdict(self)).encode()
@@ -72,6 +76,7 @@ class Pending:
             bytes=int(data.get("bytes", 0)),
             ops=int(data.get("ops", 0)),
             error=data.get("error"),
+            dirs=int(data.get("dirs", 0)),
         )
 
 

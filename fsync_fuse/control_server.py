@@ -62,6 +62,8 @@ class ControlServer(TaskOwner):
     def counters(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "conflicts": self.writeback.conflicts.count,
+            # set aside, not pending: {"count", "items": [{"path", "op", "reason"}...]}
+            "stuck": self.writeback.stuck_status(),
             "poll": dict(self.poller.stats),
             "revalidate": dict(self.revalidator.stats),
             "read": dict(self.reader.stats),

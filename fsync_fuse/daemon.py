@@ -59,9 +59,12 @@ def check_mountpoint(path: str) -> None:
 
 def lock_cache_dir(directory: Path) -> int:
     """One mount per cache directory: two daemons sharing one index would corrupt it."""
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(directory, 0o700)
-    fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(directory, 0o700)
+        fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise MountError(f"cache directory {directory}: {exc.strerror or exc}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -114,6 +117,8 @@ async def _serve(cfg: MountConfig, remote: Remote, ready: Callable[[str | None],
 
     try:
         async with open_mount(cfg, remote, after_init=after_init) as mount:
+            # the log in the cache directory counts in --cache-size (cache/footprint.py)
+            mount.cache.other_reserve = cfg.log_reserve
             await _kernel_loop(cfg, mount, ready)
     except CacheMismatch as exc:  # only opening the cache raises it
         raise MountError(f"cache directory {cfg.cache_dir}: {exc}") from None

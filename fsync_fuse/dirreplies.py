@@ -52,15 +52,9 @@ class _Chunk:
 class DirReplies:
     CHUNK = 512
 
-    def __init__(
-        self,
-        *,
-        attrs: Callable[[Any], Any],
-        max_entries: int = 120_000,
-    ) -> None:
-        """`attrs(record)` -> what readdir_reply takes. The namespace reports changes to
-        `changed`, so it is built after this and handed in to `replies` at each call."""
-        self._attrs = attrs
+    def __init__(self, *, max_entries: int = 120_000) -> None:
+        """The namespace reports changes to `changed`, so it is built after this; the
+        namespace's listing and the attributes come with each call (`replies`)."""
         self.max_entries = max_entries
         self._chunks: OrderedDict[int, _Chunk] = OrderedDict()
         self._count = 0
@@ -73,13 +67,16 @@ class DirReplies:
             self._count -= len(chunk)
             self.stats["dropped"] += 1
 
-    def replies(self, dir_ino: int, start: int, children: Children) -> Iterator[Reply]:
+    def replies(
+        self, dir_ino: int, start: int, children: Children, attrs: Callable[[Inode], Any]
+    ) -> Iterator[Reply]:
         """Entries with an offset above `start`, in order; `children(dir, after_id, limit)`
-        lists the namespace's entries in id order. Consume it without awaiting: the chunks
-        are the namespace's state at the time of the call."""
+        lists the namespace's entries in id order, `attrs(record)` is what readdir_reply
+        takes. Consume it without awaiting: the chunks are the namespace's state at the time
+        of the call."""
         chunk = self._chunks.get(dir_ino)
         if chunk is None or start < chunk.after or (not chunk.done and start >= chunk.offs[-1]):
-            chunk = self._load(dir_ino, start, children)
+            chunk = self._load(dir_ino, start, children, attrs)
         else:
             self._chunks.move_to_end(dir_ino)
         i = bisect_right(chunk.offs, start)
@@ -90,12 +87,13 @@ class DirReplies:
             )
             if chunk.done:
                 return
-            chunk = self._load(dir_ino, chunk.offs[-1], children)
+            chunk = self._load(dir_ino, chunk.offs[-1], children, attrs)
             i = 0
 
-    def _load(self, dir_ino: int, start: int, children: Children) -> _Chunk:
+    def _load(
+        self, dir_ino: int, start: int, children: Children, attrs: Callable[[Inode], Any]
+    ) -> _Chunk:
         batch = children(dir_ino, max(0, start - OFFSET), self.CHUNK)
-        attrs = self._attrs
         chunk = _Chunk(
             start,
             array("q", [dent + OFFSET for dent, _, _ in batch]),

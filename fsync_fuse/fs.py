@@ -12,8 +12,6 @@ import errno
 import functools
 import logging
 import os
-import stat
-import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -22,7 +20,7 @@ import trio
 
 from cache import BlockCache
 from fsync_fuse import names
-from fsync_fuse.attrs import DIR, FILE, LINK, Inode
+from fsync_fuse.attrs import DIR, FILE, LINK, Inode, kind_of_mode
 from fsync_fuse.control_server import ControlServer
 from fsync_fuse.dirreplies import DirReplies
 from fsync_fuse.handles import Handle, References
@@ -33,6 +31,7 @@ from fsync_fuse.notify import KernelNotifier
 from fsync_fuse.poller import Poller
 from fsync_fuse.reader import Reader
 from fsync_fuse.revalidate import Revalidator
+from fsync_fuse.space import Space
 from fsync_fuse.writeback.dirty import DirtySet
 from fsync_fuse.writeback.queue import WriteBack
 from remote.base import Remote, RemoteError
@@ -58,7 +57,13 @@ def _errors(
             log.warning("%s: %s", fn.__name__, exc)
             raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
         except OSError as exc:  # FsError, NameError_, CacheFull
-            if exc.errno not in (errno.ENOENT, errno.EEXIST, errno.ENOTEMPTY, errno.EINVAL):
+            if exc.errno not in (
+                errno.ENOENT,
+                errno.EEXIST,
+                errno.ENOTEMPTY,
+                errno.EINVAL,
+                errno.ENAMETOOLONG,
+            ):
                 log.info("%s: %s", fn.__name__, exc)
             raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
         except trio.Cancelled:
@@ -92,6 +97,7 @@ class FS(pyfuse3.Operations):
         control: ControlServer,
         replies: DirReplies,
         attrs: KernelAttributes,
+        space: Space,
         fsync_remote: bool = False,
         io_timeout: float = 60.0,
         after_init: Callable[[], None] | None = None,
@@ -106,13 +112,12 @@ class FS(pyfuse3.Operations):
             poller,
         )
         self.refs, self.notifier, self.control = refs, notifier, control
-        self.replies, self.attrs = replies, attrs
+        self.replies, self.attrs, self.space = replies, attrs, space
         self.fsync_remote = fsync_remote
         self.io_timeout = io_timeout
         #: called once, on the first open (kernel settings that INIT would overwrite)
         self.after_init = after_init
         self._kernel_cver: dict[int, int] = {}  # ino -> content version the kernel cached
-        self._usage: tuple[float, pyfuse3.StatvfsData] | None = None
 
     # ------------------------------------------------------------------ helpers
     def _counted(self, rec: Inode) -> pyfuse3.EntryAttributes:
@@ -132,6 +137,12 @@ class FS(pyfuse3.Operations):
         self.dirty.dropped(ino)
         self._kernel_cver.pop(ino, None)
 
+    def _entries_changed(self, *dirs: int) -> None:
+        """Entries of these directories changed here (their mtime moved): the write-back
+        takes the new mtime to the share once they are quiet (uploader.py `_upload_dir`)."""
+        for d in dict.fromkeys(dirs):
+            self.dirty.mark_dir(d)
+
     def _busy(self) -> None:
         """A local change: background work holds back while they keep coming (pacing.py)."""
         self.writeback.local_change()
@@ -141,7 +152,12 @@ class FS(pyfuse3.Operations):
     async def lookup(
         self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext | None = None
     ) -> pyfuse3.EntryAttributes:
-        text = names.decode(name)
+        if len(name) > names.MAX_NAME:
+            raise pyfuse3.FUSEError(errno.ENAMETOOLONG)
+        try:
+            text = names.decode(name)
+        except names.NameError_:
+            raise pyfuse3.FUSEError(errno.ENOENT) from None  # cannot exist on the share
         if names.why_invalid(text):
             raise pyfuse3.FUSEError(errno.ENOENT)
         self.poller.used(parent_inode)
@@ -194,27 +210,16 @@ class FS(pyfuse3.Operations):
             uid=attr.st_uid if fields.update_uid else None,
             gid=attr.st_gid if fields.update_gid else None,
             mtime_ns=attr.st_mtime_ns if fields.update_mtime else None,
+            atime_ns=attr.st_atime_ns if fields.update_atime else None,
             size=attr.st_size if fields.update_size else None,
             queue=not is_file,  # a file's upload carries its attributes
         )
         if fields.update_size:
-            self._truncated(inode, attr.st_size)
-        if is_file and (owner_or_mode or fields.update_mtime):
-            self.dirty.mark_dirty(inode, meta=bool(owner_or_mode))
+            self.space.resized(inode, attr.st_size)
+        if is_file and (owner_or_mode or fields.update_mtime or fields.update_atime):
+            # the metadata goes with the upload when it holds what changed
+            self.dirty.mark_dirty(inode, meta=bool(owner_or_mode or fields.update_atime))
         return self.attrs(rec)
-
-    def _truncate(self, inode: int, size: int) -> Inode:
-        rec = self.ns.setattr(inode, size=size, queue=False)
-        self._truncated(inode, size)
-        return rec
-
-    def _truncated(self, inode: int, size: int) -> None:
-        # The low-water mark and the new size are durable (mark_dirty flushes them in one
-        # transaction) before the cache drops any data: a crash in between must not leave
-        # the share's old bytes above `size` looking current (cache/INVARIANTS.md).
-        self.dirty.mark_dirty(inode, truncated_to=size)
-        self.ns.flush()
-        self.cache.truncate(inode, size)
 
     # ------------------------------------------------------------------ creating
     async def _new(
@@ -225,12 +230,15 @@ class FS(pyfuse3.Operations):
         mode: int,
         ctx: pyfuse3.RequestContext,
         target: str | None = None,
+        rdev: int = 0,
     ) -> Inode:
         self._busy()
         text = names.decode(name)
         names.check(text)
         await self.lister.ensure(parent, refresh_stale=False)
-        return self.ns.create(parent, text, kind, mode, ctx.uid, ctx.gid, target)
+        rec = self.ns.create(parent, text, kind, mode, ctx.uid, ctx.gid, target, rdev)
+        self._entries_changed(parent)
+        return rec
 
     @_errors
     async def create(
@@ -245,10 +253,11 @@ class FS(pyfuse3.Operations):
     async def mknod(
         self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        if not stat.S_ISREG(mode):
-            log.info("refusing mknod of a special file: the share holds files and directories")
-            raise pyfuse3.FUSEError(errno.ENOTSUP)
-        return self._counted(await self._new(parent_inode, name, FILE, mode, ctx))
+        kind = kind_of_mode(mode)
+        if kind is None or kind in (DIR, LINK):  # mkdir and symlink have their own calls
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        # fifos, sockets and device nodes: marked empty files (attrs.py)
+        return self._counted(await self._new(parent_inode, name, kind, mode, ctx, rdev=rdev))
 
     @_errors
     async def mkdir(
@@ -269,6 +278,8 @@ class FS(pyfuse3.Operations):
     async def link(
         self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
+        if len(new_name) > names.MAX_NAME:
+            raise pyfuse3.FUSEError(errno.ENAMETOOLONG)
         log.info("refusing hard link: the share cannot hold two names for one file")
         raise pyfuse3.FUSEError(errno.EPERM)
 
@@ -293,6 +304,7 @@ class FS(pyfuse3.Operations):
             referenced=self.refs.referenced,
             is_open=self.refs.is_open,
         )
+        self._entries_changed(parent_inode)
         if purged:
             self._drop_content(rec.ino)
 
@@ -305,6 +317,7 @@ class FS(pyfuse3.Operations):
             # emptiness on the share too
             await self.lister.ensure(child.ino, refresh_stale=True, strict=True)
         self.ns.remove(parent_inode, text, is_dir=True, referenced=self.refs.referenced)
+        self._entries_changed(parent_inode)
 
     @_errors
     async def rename(
@@ -334,6 +347,7 @@ class FS(pyfuse3.Operations):
             referenced=self.refs.referenced,
             is_open=self.refs.is_open,
         )
+        self._entries_changed(parent_inode_old, parent_inode_new)
         if victim is not None and purged:
             self._drop_content(victim.ino)
 
@@ -358,7 +372,7 @@ class FS(pyfuse3.Operations):
         self.dirty.sync_remote_valid(rec)
         if flags & os.O_TRUNC and writable and rec.kind == FILE and rec.size:
             # libfuse turns on atomic_o_trunc: the kernel sends O_TRUNC here, no setattr
-            rec = self._truncate(inode, 0)
+            rec = self.space.truncate(inode, 0)
         fh = self.refs.open_file(inode)
         # Keep the kernel's page cache only if the share's content did not change since the
         # kernel last cached this file.
@@ -390,6 +404,14 @@ class FS(pyfuse3.Operations):
         self.dirty.mark_dirty(h.ino)
         h.wrote = True
         return len(buf)
+
+    @_errors
+    async def fallocate(self, fh: int, mode: int, offset: int, length: int) -> None:
+        """fallocate(2) (pyfuse3 gets the handler from scripts/pyfuse3_fallocate.py)."""
+        self._busy()
+        h = self.refs.file(fh)
+        if await self.space.fallocate(h.ino, mode, offset, length):
+            h.wrote = True
 
     async def _commit(self, h: Handle) -> None:
         """Make what this handle wrote survive a crash: namespace records, then the cache
@@ -444,7 +466,7 @@ class FS(pyfuse3.Operations):
         counted = self.refs.lookups.add
         reply = pyfuse3.readdir_reply
         for off, name, attrs, ino in self.replies.replies(
-            self.refs.directory(fh), start_id, self.ns.children
+            self.refs.directory(fh), start_id, self.ns.children, self.attrs
         ):
             if not reply(token, name, attrs, off):
                 return
@@ -461,28 +483,7 @@ class FS(pyfuse3.Operations):
     # ------------------------------------------------------------------ the share
     @_errors
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
-        now = time.monotonic()
-        if self._usage is None or now - self._usage[0] > 30:
-            s = pyfuse3.StatvfsData()
-            bs = 4096
-            s.f_bsize = self.cache.block_size
-            s.f_frsize = bs
-            quota, used = 5 << 40, 0
-            with trio.move_on_after(5):
-                try:
-                    u = await self.remote.usage()
-                    quota, used = u.quota_bytes or quota, u.used_bytes
-                except RemoteError as exc:
-                    log.debug("share usage unavailable: %s", exc)
-                    if self._usage is not None:
-                        return self._usage[1]
-            s.f_blocks = quota // bs
-            s.f_bfree = s.f_bavail = max(0, quota - used) // bs
-            s.f_files = 1 << 32
-            s.f_ffree = s.f_favail = 1 << 31
-            s.f_namemax = names.MAX_NAME
-            self._usage = (now, s)
-        return self._usage[1]
+        return await self.space.usage()
 
     # ------------------------------------------------------------------ the control surface
     @_errors

@@ -27,6 +27,17 @@ if TYPE_CHECKING:
     Txn = lmdb.Transaction[bytes]
 
 
+#: operations that create an entry on the share
+CREATE_OPS = ("create", "mkdir", "symlink", "special")
+#: creates of files whose content is fixed when queued: a symlink (its target) and a special
+#: file (fifo, socket, device node: empty, its type in the metadata; attrs.py)
+FIXED_CONTENT_OPS = ("symlink", "special")
+#: creates of files (made under a temporary name, then given theirs)
+FILE_CREATE_OPS = ("create", *FIXED_CONTENT_OPS)
+#: operations that remove an entry from the share
+DELETE_OPS = ("unlink", "rmdir")
+
+
 def _seq_key(seq: int) -> bytes:
     return seq.to_bytes(8, "big")
 

@@ -50,6 +50,13 @@ RECALL_CHUNK = 4 << 20
 DIR_AHEAD_AFTER = 2
 DIR_AHEAD = 32
 DIR_AHEAD_GAP = 2.0  # seconds between two reads of a directory's files that still count
+#: after a fetch of a file waited --io-timeout for the share in vain, further fetches of it
+#: fail at once for this long (the kernel retries a failed read immediately)
+RETRY_WINDOW = 1.0
+
+
+class TimedOut(Transient):
+    """The share did not answer a fetch within --io-timeout."""
 
 
 @dataclass
@@ -108,12 +115,34 @@ class Reader(TaskOwner):
         self._recalls: dict[int, trio.CancelScope] = {}  # ino -> its running recall
         self._dirs: dict[int, _DirReader] = {}  # directory ino -> files read in a row
         self._walk = (0.0, 0)  # (when, streak) of the last file read from its start
-        self.stats = {"recalls": 0, "recalled_bytes": 0, "dir_ahead_files": 0}
+        self.stats = {"recalls": 0, "recalled_bytes": 0, "dir_ahead_files": 0, "failed_at_once": 0}
+        #: ino -> trio time a fetch of it waited --io-timeout in vain
+        self._failed: dict[int, float] = {}
 
     def fetcher(self, ino: int) -> Fetch:
-        """The cache's fetch function for this inode: ranged GETs of its share path."""
+        """The cache's fetch function for this inode: ranged GETs of its share path.
+
+        A fetch waits at most `io_timeout`. When one of a file waited that long in vain, the
+        kernel's immediate retry of the same read (it retries a failed
+        read-ahead page with a read of its own) fails at once instead of waiting again, so an
+        application's read fails within `--io-timeout`, not twice that."""
 
         async def fetch(offset: int, length: int) -> bytes:
+            failed = self._failed.get(ino)
+            if failed is not None and trio.current_time() - failed < RETRY_WINDOW:
+                self.stats["failed_at_once"] += 1
+                raise Transient(f"reading {self.ns.path(ino)!r}: the share did not answer")
+            try:
+                data = await fetch_once(offset, length)
+            except TimedOut:
+                if len(self._failed) > 4096:
+                    self._failed.clear()
+                self._failed[ino] = trio.current_time()
+                raise
+            self._failed.pop(ino, None)
+            return data
+
+        async def fetch_once(offset: int, length: int) -> bytes:
             outbox = self.ns.outbox
             with trio.move_on_after(self.io_timeout):
                 for _ in range(3):
@@ -129,7 +158,7 @@ class Reader(TaskOwner):
                     except NotFound:
                         if outbox.version == version:
                             raise
-            raise Transient(f"reading {self.ns.path(ino)!r} from the share timed out")
+            raise TimedOut(f"reading {self.ns.path(ino)!r}: no answer from the share in time")
 
         return fetch
 

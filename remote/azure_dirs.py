@@ -1,7 +1,10 @@
 """Directories (create, delete) and rename, which tries the path as a file, then as a directory.
 
 A call retried after its first attempt succeeded (the response was lost) sees its own effect:
-these operations recognise it (`RemoteError.retried`) and report success.
+these operations recognise it (`RemoteError.retried`) and report success: a resent mkdir finds
+the directory there, a resent delete finds nothing to delete, a resent rename finds its source
+gone (and the destination there) or, without replace, the destination taken while the source
+is gone.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import posixpath
 from collections.abc import Mapping
 
 from remote.azure_core import MAYBE_DIR, AzureCore, SdkKwargs, norm
-from remote.azure_parse import entry_from_headers
+from remote.azure_parse import entry_from_headers, format_smb_time
 from remote.base import NotFound, RemoteEntry, RemoteError
 
 
@@ -24,10 +27,13 @@ class AzureDirectories(AzureCore):
         *,
         metadata: dict[str, str] | None = None,
         attributes: str | None = None,
+        last_write_ns: int | None = None,
     ) -> RemoteEntry:
         path = norm(path)
         self._check_writable("mkdir", path)
         extra = {"file_attributes": attributes} if attributes else {}
+        if last_write_ns is not None:
+            extra["file_last_write_time"] = format_smb_time(last_write_ns)
 
         def run(kw: SdkKwargs) -> Mapping[str, str]:
             return self._shared.headers.of(
@@ -78,6 +84,13 @@ class AzureDirectories(AzureCore):
                 raise
             file_exc: RemoteError = exc
         except RemoteError as exc:
+            if exc.code == "ResourceAlreadyExists" and exc.retried and not replace:
+                # A resent rename whose first attempt worked (its answer was lost) may be
+                # told the destination exists: the source gone and the destination there
+                # is our own rename done.
+                done = await self._renamed_already(src, dst)
+                if done is not None:
+                    return done
             if exc.code != "ResourceTypeMismatch":
                 raise
             file_exc = exc
@@ -90,9 +103,9 @@ class AzureDirectories(AzureCore):
                 ),
             )
             return entry_from_headers(name, True, headers, with_metadata=False)
-        except NotFound:
-            if file_exc.retried:
-                # The file rename may have succeeded before its response was lost.
+        except NotFound as exc:
+            if file_exc.retried or exc.retried:
+                # The rename may have succeeded before its response was lost.
                 try:
                     return await self.stat(dst)
                 except NotFound:
@@ -100,3 +113,21 @@ class AzureDirectories(AzureCore):
             if not isinstance(file_exc, NotFound):
                 raise file_exc from None  # src is a file: the type mismatch was the real error
             raise
+        except RemoteError as exc:
+            if exc.code == "ResourceAlreadyExists" and exc.retried and not replace:
+                done = await self._renamed_already(src, dst)
+                if done is not None:
+                    return done
+            raise
+
+    async def _renamed_already(self, src: str, dst: str) -> RemoteEntry | None:
+        """`dst` exists and `src` does not: what a rename that already happened leaves."""
+        try:
+            await self.stat(src)
+            return None
+        except NotFound:
+            pass
+        try:
+            return await self.stat(dst)
+        except NotFound:
+            return None

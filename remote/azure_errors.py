@@ -217,6 +217,10 @@ def translate(err: BaseException, op: str, path: str, secrets: Iterable[str] = (
         cls = class_for(code, status)
         if isinstance(err, ClientAuthenticationError) and status is None:
             cls = AuthFailed  # token acquisition failed (azure-identity)
+        elif status is None and code is None:
+            # no answer to classify: the connection broke while the response was read
+            # ("Connection broken: ConnectionResetError"), a transport failure like any other
+            cls = Transient
         detail = scrub(_first_line(err), secrets)
         label = code or (f"HTTP {status}" if status else type(err).__name__)
         msg = f"{where}: {label}"

@@ -12,10 +12,11 @@ import posixpath
 from collections.abc import Callable, Mapping
 from typing import Literal, TypedDict
 
-from azure.storage.fileshare import ContentSettings
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.storage.fileshare import ContentSettings, ShareFileClient
 
 from remote.azure_core import MAYBE_DIR, AzureCore, SdkKwargs, lease_kw, norm
-from remote.azure_parse import entry_from_headers, format_smb_time
+from remote.azure_parse import _header, entry_from_headers, format_smb_time
 from remote.azure_transport import MAX_RANGE
 from remote.base import NotFound, RemoteEntry, RemoteError
 
@@ -28,6 +29,16 @@ class CreateFileArgs(TypedDict):
     file_last_write_time: str
     file_permission: str
     metadata: dict[str, str] | None
+
+
+def _file_headers_or_none(
+    headers_of: Callable[..., Mapping[str, str]], fc: ShareFileClient, kw: SdkKwargs
+) -> Mapping[str, str] | None:
+    """Get File Properties' headers, None when there is no such file (in a worker thread)."""
+    try:
+        return headers_of(fc.get_file_properties, **kw)
+    except ResourceNotFoundError:
+        return None
 
 
 def _create_args(
@@ -79,9 +90,12 @@ class AzureFileWrites(AzureCore):
         metadata: dict[str, str] | None = None,
         last_write_ns: int | None = None,
         attributes: str | None = None,
+        made: list[RemoteEntry] | None = None,
     ) -> RemoteEntry:
         """The three calls in one worker thread: a new small file costs one hop from the trio
-        thread instead of three (the hop and its scheduling are ~a quarter of a call's CPU)."""
+        thread instead of three (the hop and its scheduling are ~a quarter of a call's CPU).
+        A rename the SDK resent because its answer was lost finds its own work done: `dst`
+        holding the file we created (its FileId) is success (Remote.rename_new)."""
         tmp, dst = norm(tmp), norm(dst)
         self._check_writable("create_filled", dst)
         if any(len(d) > MAX_RANGE for _, d in pieces):
@@ -93,20 +107,40 @@ class AzureFileWrites(AzureCore):
                 metadata=metadata,
                 last_write_ns=last_write_ns,
                 attributes=attributes,
+                made=made,
             )
         lw = format_smb_time(last_write_ns) if last_write_ns is not None else "now"
         name = posixpath.basename(dst)
 
         args = _create_args(attributes, lw, metadata)
+        headers_of = self._shared.headers.of
 
         def run(kw: SdkKwargs) -> Mapping[str, str]:
             fc = self._file(tmp)
-            fc.create_file(size, **args, **kw)
+            created = headers_of(fc.create_file, size, **args, **kw)
+            file_id = _header(created, "x-ms-file-id")
+            if made is not None:  # (a list append is safe from this worker thread)
+                made.append(
+                    dataclasses.replace(
+                        entry_from_headers(
+                            posixpath.basename(tmp), False, created, with_metadata=False
+                        ),
+                        size=size,
+                    )
+                )
             for off, data in pieces:
                 fc.upload_range(data, off, len(data), file_last_write_mode="preserve", **kw)
-            return self._shared.headers.of(
-                fc.rename_file, dst, overwrite=False, ignore_read_only=False, **kw
-            )
+            try:
+                return headers_of(
+                    fc.rename_file, dst, overwrite=False, ignore_read_only=False, **kw
+                )
+            except (ResourceNotFoundError, ResourceExistsError):
+                if file_id is None:
+                    raise
+                there = _file_headers_or_none(headers_of, self._file(dst), kw)
+                if there is None or _header(there, "x-ms-file-id") != file_id:
+                    raise
+                return there  # our own rename, resent after its answer was lost
 
         headers = await self._call("create_filled", dst, run)
         return entry_from_headers(name, False, headers, with_metadata=False)

@@ -10,7 +10,7 @@ import trio
 from azure.storage.fileshare import ShareClient, ShareLeaseClient, ShareServiceClient
 
 from remote.azure_core import AzureCore, SdkKwargs, norm
-from remote.base import ShareUsage, SnapshotInfo
+from remote.base import RemoteError, ShareUsage, SnapshotInfo
 
 
 class AzureShareOps(AzureCore):
@@ -32,11 +32,16 @@ class AzureShareOps(AzureCore):
     async def release_lease(self, path: str, lease_id: str) -> None:
         path = norm(path)
         self._check_writable("release_lease", path)
-        await self._call(
-            "release_lease",
-            path,
-            lambda kw: ShareLeaseClient(self._file(path), lease_id=lease_id).release(**kw),
-        )
+        try:
+            await self._call(
+                "release_lease",
+                path,
+                lambda kw: ShareLeaseClient(self._file(path), lease_id=lease_id).release(**kw),
+            )
+        except RemoteError as exc:
+            # resent after the first release worked (its answer was lost): no lease is left
+            if not (exc.retried and exc.code == "LeaseNotPresentWithLeaseOperation"):
+                raise
 
     async def break_lease(self, path: str) -> None:
         path = norm(path)

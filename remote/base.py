@@ -169,18 +169,45 @@ class Remote(ABC):
         metadata: dict[str, str] | None = None,
         last_write_ns: int | None = None,
         attributes: str | None = None,
+        made: list[RemoteEntry] | None = None,
     ) -> RemoteEntry:
         """Create `tmp` (`size` bytes, the given properties), write `pieces` (offset, data)
         keeping its last-write time, and rename it to `dst` without replacing anything
         (AlreadyExists when `dst` exists; `tmp` is then left, filled). Returns the renamed
-        file's properties. Implementations may do it in one round of work."""
-        await self.create_file(
+        file's properties. Implementations may do it in one round of work.
+
+        `made`: the temporary file's properties (its FileId) are appended as soon as it is
+        created, so a caller whose call failed after that (an answer lost on the way back)
+        can still recognise the file as its own when it finds it under `dst` later. The
+        rename itself recognises its own earlier success (`rename_new`)."""
+        entry = await self.create_file(
             tmp, size, metadata=metadata, last_write_ns=last_write_ns, attributes=attributes
         )
+        if made is not None:
+            made.append(entry)
         for off, data in pieces:
             await self.write(tmp, off, data, keep_mtime=True)
-        entry = await self.rename(tmp, dst, replace=False)
-        return entry if entry is not None else await self.stat(dst)
+        return await self.rename_new(tmp, dst, entry.file_id)
+
+    async def rename_new(self, tmp: str, dst: str, file_id: str | None) -> RemoteEntry:
+        """Rename our new file `tmp`, whose FileId is `file_id`, to `dst` without replacing
+        anything. A rename whose answer was lost is resent (by the SDK, or by a caller
+        retrying); the resent one finds its source gone (NotFound) or `dst` taken
+        (AlreadyExists) by its own earlier success: when `dst` is the file with our FileId
+        that is success, not another site's file. Otherwise the error is raised."""
+        try:
+            entry = await self.rename(tmp, dst, replace=False)
+            return entry if entry is not None else await self.stat(dst)
+        except (NotFound, AlreadyExists):
+            if file_id is None:
+                raise
+            try:
+                there = await self.stat(dst)
+            except NotFound:
+                there = None
+            if there is None or there.is_dir or there.file_id != file_id:
+                raise
+            return there
 
     @abstractmethod
     async def write(
@@ -233,8 +260,10 @@ class Remote(ABC):
         *,
         metadata: dict[str, str] | None = None,
         attributes: str | None = None,
+        last_write_ns: int | None = None,
     ) -> RemoteEntry:
-        """Create a directory; AlreadyExists if present, NotFound if the parent is missing."""
+        """Create a directory (with this SMB last-write time; None: now); AlreadyExists if
+        present, NotFound if the parent is missing."""
 
     @abstractmethod
     async def rmdir(self, path: str) -> None:

@@ -35,6 +35,22 @@ if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
+# pyfuse3 registers no fallocate handler: build it from its sdist with one added
+# (scripts/pyfuse3_fallocate.py), before the package pulls in the plain one.
+PYFUSE3_VERSION=3.5.0
+if ! "$venv/bin/python" -c 'import pyfuse3, sys; sys.exit(0 if hasattr(pyfuse3.Operations, "fallocate") else 1)' 2>/dev/null; then
+    echo "setup: building pyfuse3 $PYFUSE3_VERSION with a fallocate handler"
+    tmp="$(mktemp -d)"
+    "$venv/bin/python" -m pip download -q --no-binary :all: --no-deps -d "$tmp" "pyfuse3==$PYFUSE3_VERSION" >/dev/null 2>&1
+    tar -xzf "$tmp/pyfuse3-$PYFUSE3_VERSION.tar.gz" -C "$tmp"
+    "$venv/bin/python" "$here/scripts/pyfuse3_fallocate.py" "$tmp/pyfuse3-$PYFUSE3_VERSION" >/dev/null
+    if ! "$venv/bin/python" -m pip install -q "$tmp/pyfuse3-$PYFUSE3_VERSION" >"$tmp/build.log" 2>&1; then
+        cat "$tmp/build.log" >&2
+        echo "setup: building pyfuse3 failed" >&2
+        exit 1
+    fi
+    rm -rf "$tmp"
+fi
 echo "setup: installing fsync-fuse$extras into $venv"
 log="$venv/pip-install.log"
 if ! "$venv/bin/python" -m pip install -q -e "$here$extras" --config-settings editable_mode=compat >"$log" 2>&1; then

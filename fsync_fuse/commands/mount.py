@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import fcntl
 import logging
+import math
 import os
 import socket
 import sys
@@ -12,6 +14,7 @@ from fsync_fuse.background import Ready
 from fsync_fuse.config import (
     MountConfig,
     default_cache_dir,
+    inside,
     options_to_args,
     parse_size,
     share_id,
@@ -55,7 +58,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=_size,
         default=parse_size("10G"),
         metavar="SIZE",
-        help="bound of the local cache, e.g. 512M, 10G, 1T (default 10G)",
+        help="bound of everything in the cache directory as du counts it: cached data, the "
+        "index, directories and log, e.g. 512M, 10G, 1T (default 10G; at least about 4.7M)",
     )
     p.add_argument(
         "--cache-dir", metavar="DIR", help="default $XDG_CACHE_HOME/fsync-fuse/<share-id>/"
@@ -136,7 +140,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument(
         "--log",
         metavar="FILE",
-        help="log file (default: stderr in the foreground, CACHE_DIR/fsync-fuse.log otherwise)",
+        help="log file (default: stderr in the foreground, CACHE_DIR/fsync-fuse.log otherwise; "
+        "a log in the cache directory rotates at 1/64 of --cache-size, 64K to 4M, keeping one "
+        "older file)",
     )
     p.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help="verbose logging"
@@ -246,6 +252,19 @@ def build_config(args: argparse.Namespace) -> MountConfig:
     )
 
 
+#: the largest write the kernel sends in one request (max_pages: 1 MiB); the cache must be
+#: able to hold one, in blocks, or every such write would wait and fail
+KERNEL_MAX_WRITE = 1 << 20
+
+
+class BadInput(Exception):
+    """An option or path the mount cannot work with; the message is one line."""
+
+    def __init__(self, message: str, status: int = 2) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 def run(args: argparse.Namespace) -> int:
     if args.options:
         extra = []
@@ -253,27 +272,141 @@ def run(args: argparse.Namespace) -> int:
             extra += options_to_args(opts)
         args.options = []
         args._parser.parse_args([*extra, args.share, args.mountpoint], namespace=args)
-    cfg = build_config(args)
-    if cfg.block_size & (cfg.block_size - 1) or not 4096 <= cfg.block_size <= 4 << 20:
-        print(
-            "fsync-fuse: error: --block-size must be a power of two from 4K to 4M", file=sys.stderr
-        )
-        return 2
+    try:
+        check_values(args)
+        cfg = build_config(args)
+        check_cache_size(cfg)
+        check_paths(cfg)
+    except BadInput as exc:
+        print(f"fsync-fuse: error: {exc}", file=sys.stderr)
+        return exc.status
     from fsync_fuse.cli import setup_logging
 
     if cfg.foreground:
-        setup_logging(cfg.debug, cfg.log_file)
+        setup_logging(cfg.debug, cfg.log_path, max_bytes=cfg.log_max_bytes)
         return _run_mount(cfg, lambda error: None)
 
-    cfg.cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    logfile = cfg.log_file or str(cfg.cache_dir / "fsync-fuse.log")
+    logfile = cfg.log_path
+    assert logfile is not None
     from fsync_fuse.background import daemonize
 
     def child(ready: Ready) -> int:
-        setup_logging(cfg.debug, logfile)
+        setup_logging(cfg.debug, logfile, max_bytes=cfg.log_max_bytes)
         return _run_mount(cfg, ready)
 
     return daemonize(logfile, child)
+
+
+def check_values(args: argparse.Namespace) -> None:
+    """Option values the mount cannot work with (BadInput, status 2)."""
+    seconds = (
+        ("--writeback-delay", args.writeback_delay, False),
+        ("--attr-timeout", args.attr_timeout, False),
+        ("--dir-cache-time", args.dir_cache_time, False),
+        ("--poll-interval", args.poll_interval, False),
+        ("--drain-timeout", args.drain_timeout, False),
+        ("--io-timeout", args.io_timeout, True),
+    )
+    for flag, value, positive in seconds:
+        if value is None:
+            continue
+        if not math.isfinite(value) or value < 0 or (positive and value == 0):
+            need = "more than 0" if positive else "0 or more"
+            raise BadInput(f"{flag} {value:g}: must be a number of seconds, {need}")
+    if args.remote_retries is not None and args.remote_retries < 0:
+        raise BadInput(f"--remote-retries {args.remote_retries}: must be 0 or more")
+    from cache import human_size
+
+    bs = args.block_size
+    if bs & (bs - 1) or not 4096 <= bs <= 4 << 20:
+        raise BadInput(f"--block-size {human_size(bs)}: must be a power of two from 4K to 4M")
+    if args.site_name is not None:
+        from fsync_fuse.names import why_invalid
+
+        name = args.site_name
+        why = why_invalid(name)
+        if why is None and "." in name:
+            why = "contains a dot (conflict copies are named NAME-SITE.EXT)"
+        if why is None and len(name.encode()) > 63:
+            why = "is longer than 63 bytes"
+        if why:
+            raise BadInput(f"--site-name {name!r}: {why}")
+
+
+def check_cache_size(cfg: MountConfig) -> None:
+    """--cache-size must hold MIN_BLOCKS blocks and a kernel write in blocks, plus the cache
+    directory's index, directories and log (measured when the directory exists)."""
+    from cache import human_size, minimum_size
+    from cache.datafile import metadata_allowance
+    from cache.footprint import MIN_BLOCKS
+
+    bs = cfg.block_size
+    blocks = KERNEL_MAX_WRITE // bs + 1  # an unaligned write touches one more
+    data = max(MIN_BLOCKS * bs, blocks * bs + metadata_allowance(blocks))
+    # a log in the cache directory counts as its reserve: a longer one (an older version's)
+    # is cut to size when logging starts
+    log = cfg.log_path if cfg.log_max_bytes else None
+    ignore: list[str] = []
+    if log and os.path.dirname(os.path.realpath(log)) == os.path.realpath(cfg.cache_dir):
+        ignore = [os.path.basename(log), os.path.basename(log) + ".1"]
+    need = minimum_size(cfg.cache_dir, bs, other_reserve=cfg.log_reserve, data=data, ignore=ignore)
+    if cfg.cache_size < need:
+        raise BadInput(
+            f"--cache-size {human_size(cfg.cache_size)} is too small: it must be at least "
+            f"{human_size(need)} here ({human_size(data)} for data, to hold a 1M write in "
+            f"blocks of {human_size(bs)}; the rest for the cache directory's index, "
+            "directories and log)"
+        )
+
+
+def check_paths(cfg: MountConfig) -> None:
+    """The mountpoint, cache directory and log file, before going to the background
+    (BadInput, status 1): a problem is one line here, not a traceback or a daemon's note."""
+    from fsync_fuse.daemon import MountError, check_mountpoint
+
+    try:
+        check_mountpoint(cfg.mountpoint)
+    except MountError as exc:
+        raise BadInput(str(exc), 1) from None
+    cdir = cfg.cache_dir
+    if inside(cdir, cfg.mountpoint):
+        raise BadInput(f"cache directory {cdir} is inside the mountpoint {cfg.mountpoint}", 1)
+    if inside(cfg.mountpoint, cdir):
+        raise BadInput(f"mountpoint {cfg.mountpoint} is inside the cache directory {cdir}", 1)
+    if os.path.lexists(cdir) and not os.path.isdir(cdir):
+        raise BadInput(f"cache directory {cdir} is not a directory", 1)
+    try:
+        cdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInput(f"cache directory {cdir}: cannot create it: {_reason(exc)}", 1) from None
+    try:
+        fd = os.open(cdir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise BadInput(
+            f"cache directory {cdir}: cannot create files in it: {_reason(exc)}", 1
+        ) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise BadInput(
+            f"cache directory {cdir} is in use by another fsync-fuse mount "
+            "(give this mount its own --cache-dir)",
+            1,
+        ) from None
+    except OSError:
+        pass  # a filesystem without locks: the daemon reports it
+    finally:
+        os.close(fd)
+    log = cfg.log_path
+    if log is not None:
+        try:
+            os.close(os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        except OSError as exc:
+            raise BadInput(f"log file {log}: cannot write it: {_reason(exc)}", 1) from None
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
 
 
 def _run_mount(cfg: MountConfig, ready: Ready) -> int:
@@ -284,8 +417,11 @@ def _run_mount(cfg: MountConfig, ready: Ready) -> int:
     try:
         return trio.run(serve, cfg, ready)
     except MountError as exc:
-        log.error("%s", exc)
-        if cfg.foreground and cfg.log_file:
-            print(f"fsync-fuse: error: {exc}", file=sys.stderr)
+        if cfg.foreground and cfg.log_path is None:
+            print(f"fsync-fuse: error: {exc}", file=sys.stderr)  # the log is stderr
+        else:
+            log.error("%s", exc)
+            if cfg.foreground:
+                print(f"fsync-fuse: error: {exc}", file=sys.stderr)
         ready(str(exc))
         return 1

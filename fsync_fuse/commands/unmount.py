@@ -99,16 +99,13 @@ def run(args: argparse.Namespace) -> int:
                 print(file=sys.stderr)
             print(
                 f"fsync-fuse: error: queue not drained after {args.timeout:.0f}s "
-                f"({st.files} files, {_human(st.bytes)}, {st.ops} operations left); "
+                f"({_left(st)}); "
                 "still mounted (use --lazy to unmount anyway)",
                 file=sys.stderr,
             )
             return 1
         if not args.quiet and (tty or now - last_print >= 5):
-            msg = (
-                f"waiting for uploads: {st.files} files, {_human(st.bytes)}, "
-                f"{st.ops} operations left"
-            )
+            msg = f"waiting for uploads: {_left(st)}"
             if st.error:
                 msg += f" ({st.error})"
             print(
@@ -122,7 +119,28 @@ def run(args: argparse.Namespace) -> int:
         time.sleep(0.2)
     if shown and tty:
         print(file=sys.stderr)
+    _report_stuck(mnt)
     return _finish(mnt, _fusermount(mnt, False), pid, args)
+
+
+def _left(st: control.Pending) -> str:
+    dirs = f", {st.dirs} directory times" if st.dirs else ""
+    return f"{st.files} files, {_human(st.bytes)}, {st.ops} operations{dirs} left"
+
+
+def _report_stuck(mnt: str) -> None:
+    """Items the share refuses stay queued for the next mount: say so."""
+    status = control.read_status(mnt) or {}
+    stuck = status.get("stuck") or {}
+    if stuck.get("count"):
+        first = (stuck.get("items") or [{}])[0]
+        print(
+            f"fsync-fuse: warning: {stuck['count']} items the share refuses stay queued for "
+            f"the next mount (first: {first.get('op')} {first.get('path')}: "
+            f"{first.get('reason')}); rename or remove them, see `getfattr -n "
+            f"user.fsync.status {mnt}`",
+            file=sys.stderr,
+        )
 
 
 def _finish(

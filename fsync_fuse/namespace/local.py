@@ -10,11 +10,17 @@ from __future__ import annotations
 import errno
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from fsync_fuse import names
-from fsync_fuse.attrs import DIR, FILE, LINK, Inode
+from fsync_fuse.attrs import DIR, FILE, LINK, SPECIAL, Inode
 from fsync_fuse.namespace.orphans import Orphans
-from fsync_fuse.namespace.tables import HIDDEN_PREFIX, NEW_PREFIX, ROOT, FsError, _Tx
+from fsync_fuse.namespace.tables import HIDDEN_PREFIX, NEW_PREFIX, ROOT, FsError, _k, _n, _Tx
+from fsync_fuse.outbox import CREATE_OPS
+from remote import naming
+
+if TYPE_CHECKING:
+    from fsync_fuse.namespace.tables import Txn
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +45,9 @@ class LocalChanges(Orphans):
         uid: int,
         gid: int,
         target: str | None = None,
+        rdev: int = 0,
     ) -> Inode:
-        """create / mkdir / symlink: a new entry, queued for the share."""
+        """create / mkdir / symlink / mknod: a new entry, queued for the share."""
         names.check(name)
         now = self.clock()
         with self._write() as tx:
@@ -50,8 +57,10 @@ class LocalChanges(Orphans):
                 raise self._collision(parent, name, d[2])
             ppath = self.path(parent, tx.txn)
             path = f"{ppath}/{name}" if ppath else name
+            ino = self._new_ino()
+            self._check_path(path, tmp=None if kind == DIR else self.new_name(ino))
             rec = Inode(
-                self._new_ino(),
+                ino,
                 parent,
                 name,
                 kind,
@@ -64,13 +73,15 @@ class LocalChanges(Orphans):
             if kind == LINK:
                 rec.target = target or ""
                 rec.size = len(rec.target.encode())
+            if kind in SPECIAL:
+                rec.rdev = rdev
             if kind == DIR:
                 rec.listed_ns = now  # a new directory is empty: its listing is complete
             self._put(tx, rec)
             self._add_dentry(tx, parent, name, rec.ino)
             self._touch_dir(tx, pdir, now)
             op = {
-                "op": {FILE: "create", DIR: "mkdir", LINK: "symlink"}[kind],
+                "op": {FILE: "create", DIR: "mkdir", LINK: "symlink"}.get(kind, "special"),
                 "ino": rec.ino,
                 "dirs": [parent],
                 "path": path,
@@ -81,6 +92,36 @@ class LocalChanges(Orphans):
                 op["target"] = rec.target
             self._enqueue(tx, op)
         return rec
+
+    def _check_path(self, path: str, *, tmp: str | None, below: tuple[int, int] = (0, 0)) -> None:
+        """ENAMETOOLONG for a path the share cannot hold (names.path_refusal)."""
+        why = names.path_refusal(path.split("/"), tmp=tmp, below=below)
+        if why:
+            log.warning("refusing %r: %s", path, why)
+            raise FsError(errno.ENAMETOOLONG, why)
+
+    def _below(self, txn: Txn, ino: int) -> tuple[int, int]:
+        """(path units, levels) the deepest entries below directory `ino` add to its path."""
+        worst_units = worst_depth = 0
+        stack = [(ino, 0, 0)]
+        while stack:
+            cur, units, depth = stack.pop()
+            prefix = _k(cur)
+            c = txn.cursor(db=self.db_order)
+            if not c.set_range(prefix):
+                continue
+            for key, val in c:
+                if not key.startswith(prefix):
+                    break
+                child = self.get(_n(val[:8]), txn)
+                if child is None:
+                    continue
+                tmp = None if child.is_dir else self.new_name(child.ino)
+                u = units + names.entry_units(val[8:].decode(), tmp)
+                worst_units, worst_depth = max(worst_units, u), max(worst_depth, depth + 1)
+                if child.is_dir:
+                    stack.append((child.ino, u, depth + 1))
+        return worst_units, worst_depth
 
     def remove(
         self,
@@ -149,10 +190,14 @@ class LocalChanges(Orphans):
         )
         return ""
 
+    def new_name(self, ino: int) -> str:
+        """The name a new file has on the share before it takes its own (NEW_PREFIX)."""
+        return f"{NEW_PREFIX}{self.site_id}-{ino}"
+
     def new_path(self, path: str, ino: int) -> str:
-        """Where a new file is created on the share before it takes its name (NEW_PREFIX)."""
+        """Where a new file is created on the share before it takes its name."""
         parent = path.rpartition("/")[0]
-        name = f"{NEW_PREFIX}{self.site_id}-{ino}"
+        name = self.new_name(ino)
         return f"{parent}/{name}" if parent else name
 
     def rename(
@@ -198,6 +243,16 @@ class LocalChanges(Orphans):
             if rec.is_dir and self._is_ancestor(tx.txn, rec.ino, new_parent):
                 raise FsError(errno.EINVAL)
             src_path = self.path(rec.ino, tx.txn)
+            assert src_path is not None  # linked: found by its name
+            npath = self.path(new_parent, tx.txn)
+            new_path = f"{npath}/{new_name}" if npath else new_name
+            longer = len(new_path.split("/")) > len(src_path.split("/")) or naming.path_units(
+                new_path.split("/")
+            ) > naming.path_units(src_path.split("/"))
+            if longer:  # a shorter path cannot push anything over the share's limits
+                below = self._below(tx.txn, rec.ino) if rec.is_dir else (0, 0)
+                tmp = None if rec.is_dir else self.new_name(rec.ino)
+                self._check_path(new_path, tmp=tmp, below=below)
             replace = False
             if victim is not None:
                 vpath = self.path(victim.ino, tx.txn)
@@ -245,6 +300,7 @@ class LocalChanges(Orphans):
         uid: int | None = None,
         gid: int | None = None,
         mtime_ns: int | None = None,
+        atime_ns: int | None = None,
         size: int | None = None,
         queue: bool = True,
     ) -> Inode:
@@ -256,14 +312,14 @@ class LocalChanges(Orphans):
             # Nothing to queue: keep it with the write-behind records (durable at the next
             # commit point, like the data of the file it describes).
             rec = self.must(ino)
-            self._apply_attrs(rec, mode, uid, gid, mtime_ns, size, now)
+            self._apply_attrs(rec, mode, uid, gid, mtime_ns, atime_ns, size, now)
             self._pending[ino] = rec
-            self.on_dir_change(rec.parent)
+            self._dir_changed(rec.parent)
             self._lru.pop(ino, None)
             return rec.clone()
         with self._write() as tx:
             rec = self.must(ino, tx.txn)
-            visible = self._apply_attrs(rec, mode, uid, gid, mtime_ns, size, now)
+            visible = self._apply_attrs(rec, mode, uid, gid, mtime_ns, atime_ns, size, now)
             if mtime_ns is not None:
                 mtime_ns = rec.mtime_ns
             self._put(tx, rec)
@@ -287,6 +343,7 @@ class LocalChanges(Orphans):
         uid: int | None,
         gid: int | None,
         mtime_ns: int | None,
+        atime_ns: int | None,
         size: int | None,
         now: int,
     ) -> bool:
@@ -301,6 +358,8 @@ class LocalChanges(Orphans):
         if mtime_ns is not None:
             mtime_ns = mtime_ns // 100 * 100
             rec.mtime_ns, visible = mtime_ns, True
+        if atime_ns is not None:
+            rec.atime_ns, visible = atime_ns // 100 * 100, True
         if size is not None and size != rec.size:
             rec.size = size
             if mtime_ns is None:
@@ -317,7 +376,7 @@ class LocalChanges(Orphans):
             rec.size = end
         rec.mtime_ns = rec.ctime_ns = self.clock()
         self._pending[ino] = rec
-        self.on_dir_change(rec.parent)
+        self._dir_changed(rec.parent)
         return rec
 
     def detach(self, ino: int, new_name: str, **fields: object) -> tuple[int, str] | None:
@@ -347,7 +406,7 @@ class LocalChanges(Orphans):
                 self.outbox.remove(tx.txn, seq)
                 ino = op.get("ino")
                 rec = self.get(ino, tx.txn) if ino else None
-                if rec is not None and op["op"] in ("create", "mkdir", "symlink"):
+                if rec is not None and op["op"] in CREATE_OPS:
                     # No result: the op was dropped, nothing is on the share; remote_size
                     # stays None so the uploader (or a later listing) never takes it as present.
                     if result is not None:

@@ -126,6 +126,7 @@ class Tables:
         #: called with a directory's inode whenever one of its entries or a child's record
         #: changes (before the change is visible): readdir answers built earlier are stale
         self.on_dir_change = on_dir_change
+        self._subdirs: dict[int, int] = {}  # dir ino -> subdirectories, until it changes
         with env.begin(write=True) as txn:
             self._next_ino = _n(txn.get(b"next_ino", db=self.db_meta) or _k(ROOT + 1))
             self._next_dent = _n(txn.get(b"next_dent", db=self.db_meta) or _k(1))
@@ -342,17 +343,44 @@ class Tables:
         chain = self.chain(ino, txn) or []
         return anc in chain
 
+    def subdirs(self, ino: int) -> int:
+        """How many subdirectories directory `ino` has (known ones: a directory never listed
+        has none yet). Counted from the raw records, kept until something there changes."""
+        n = self._subdirs.get(ino)
+        if n is None:
+            n = 0
+            prefix = _k(ino)
+            with self.env.begin() as txn:
+                cur = txn.cursor(db=self.db_order)
+                if cur.set_range(prefix):
+                    for key, val in cur:
+                        if not key.startswith(prefix):
+                            break
+                        raw = txn.get(val[:8], db=self.db_inodes)
+                        if raw is not None and b'"k":"d"' in raw:  # Inode.encode of a DIR
+                            n += 1
+            if len(self._subdirs) > 65536:
+                self._subdirs.clear()
+            self._subdirs[ino] = n
+        return n
+
     # ------------------------------------------------------------------ low-level writes
+    def _dir_changed(self, ino: int) -> None:
+        """An entry of directory `ino` or a child's record changes: what was derived from
+        it (subdirectory count, readdir answers) is stale."""
+        self._subdirs.pop(ino, None)
+        self.on_dir_change(ino)
+
     def _put(self, tx: _Tx, rec: Inode) -> None:
         tx.changed = True
-        self.on_dir_change(rec.parent)
+        self._dir_changed(rec.parent)
         self._pending.pop(rec.ino, None)
         tx.records[rec.ino] = rec.clone()
         tx.txn.put(_k(rec.ino), rec.encode(), db=self.db_inodes)
 
     def _add_dentry(self, tx: _Tx, parent: int, name: str, ino: int) -> None:
         tx.changed = True
-        self.on_dir_change(parent)
+        self._dir_changed(parent)
         dent = self._next_dent
         self._next_dent += 1
         tx.txn.put(
@@ -366,7 +394,7 @@ class Tables:
         if raw is None:
             return
         tx.changed = True
-        self.on_dir_change(parent)
+        self._dir_changed(parent)
         tx.txn.delete(key, db=self.db_dentries)
         tx.txn.delete(_k(parent) + raw[8:16], db=self.db_order)
 

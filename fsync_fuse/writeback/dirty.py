@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
@@ -69,14 +70,21 @@ class DirtySet:
         self.due = Deadlines(self._poke)
         self._wake = trio.Event()
         self._changed = trio.Event()
+        #: called with an inode the set forgets (the write-back drops what it kept for it)
+        self.on_forget: Callable[[int], object] = lambda ino: None
+        #: the directories in `files`: their mtime (and metadata) is what goes to the share
+        self.dirs: set[int] = set()
         with ns.env.begin(db=self.db) as txn:
             for key, raw in txn.cursor():
                 rec = json.loads(raw)
-                self.files[int.from_bytes(key, "big")] = DirtyFile(
+                ino = int.from_bytes(key, "big")
+                self.files[ino] = DirtyFile(
                     low=rec.get("low"),
                     meta=bool(rec.get("meta")),
                     inflight=bool(rec.get("inflight")),
                 )
+                if rec.get("dir"):
+                    self.dirs.add(ino)
 
     # ------------------------------------------------------------------ queries
     def __len__(self) -> int:
@@ -160,16 +168,27 @@ class DirtySet:
         rec: dict[str, object] = {"low": f.low, "meta": f.meta}
         if f.inflight:
             rec["inflight"] = True
+        if ino in self.dirs:
+            rec["dir"] = True
         self.ns.write_behind(self.db, ino.to_bytes(8, "big"), json.dumps(rec).encode())
         if now:
             self.ns.flush()
 
     def forget(self, ino: int) -> None:
         """Nothing of the inode is left to upload (uploaded, or deleted for good)."""
+        self.dirs.discard(ino)
         self.files.pop(ino, None)
         self.due.pop(ino, None)
         self.ns.write_behind(self.db, ino.to_bytes(8, "big"), None)
+        self.on_forget(ino)
         self.notify()
+
+    def mark_dir(self, ino: int) -> None:
+        """Entries of directory `ino` changed here: its mtime goes to the share when quiet."""
+        if ino not in self.dirs:
+            self.dirs.add(ino)
+            self.files.pop(ino, None)  # recorded anew below, as a directory
+        self.mark_dirty(ino)
 
     def mark_dirty(self, ino: int, *, truncated_to: int | None = None, meta: bool = False) -> None:
         """A write, truncate or attribute change happened: (re)start the quiet timer of this

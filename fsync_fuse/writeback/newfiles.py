@@ -6,10 +6,26 @@ anything: a file of that name created elsewhere meanwhile is never overwritten (
 kept, `Conflicts.place`), and other sites never see it half written. The operation worker
 does this for a queued create or symlink; the uploader for a file the share does not have
 (it fills it completely under the temporary name before it takes its name).
+
+**Our own earlier attempts.** The rename that gives the file its name is not idempotent: when
+its answer is lost, the resent rename (the SDK's, or the whole create retried after a
+failure, or replayed after a crash) finds the name taken, by our own file. Every temporary
+file made for an inode is remembered with its FileId, last-write time and size (`_ours`, in
+memory and in the `newfiles` LMDB database with the namespace's write-behind records) from
+the moment the share reports it created until the file has its name and that is recorded.
+A name held by one of those, unchanged since (same last-write time and size), is our own
+earlier success: this attempt's file replaces it (same intent, newer or equal content), it is
+never taken for another site's file nor kept beside ours as a conflict copy. A name held by
+one of ours that *was* changed since is another site's change, a real conflict. The
+uploader's record is made durable before its rename; a queued create's (made, filled and
+renamed in one call) at the next flush (2 s): a crash right after its rename falls back to
+comparing content (`Conflicts._same_file`, small files).
 """
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Callable
 
 import trio
@@ -18,9 +34,16 @@ from cache import BlockCache
 from fsync_fuse.attrs import FILE, Inode, with_marker
 from fsync_fuse.conflicts import Conflicts
 from fsync_fuse.namespace import Namespace
+from fsync_fuse.outbox import FIXED_CONTENT_OPS
 from fsync_fuse.writeback.dirty import DirtySet
 from fsync_fuse.writeback.shareops import with_parents
-from remote.base import AlreadyExists, Remote, RemoteEntry
+from fsync_fuse.writeback.stuck import permanent
+from remote.base import AlreadyExists, NotFound, Remote, RemoteEntry, RemoteError
+
+#: FileId -> (last-write time, size) of a temporary file made for an inode
+Ours = dict[str, tuple[int | None, int]]
+
+log = logging.getLogger(__name__)
 
 #: new files up to this size are created with their content (one Put Range)
 INLINE_MAX = 4 * 1024 * 1024
@@ -46,9 +69,38 @@ class NewFiles:
     ) -> None:
         self.ns, self.cache, self.remote, self.dirty = ns, cache, remote, dirty
         self.conflicts = conflicts
+        self.db = ns.env.open_db(b"newfiles")
+        #: ino -> our temporary files not yet recorded under their name (module doc)
+        self._ours: dict[int, Ours] = {}
+        with ns.env.begin(db=self.db) as txn:
+            for key, raw in txn.cursor():
+                ours = {fid: (lw, size) for fid, (lw, size) in json.loads(raw).items()}
+                self._ours[int.from_bytes(key, "big")] = ours
+        for ino in [i for i in self._ours if ns.get(i) is None and not ns.outbox.is_subject(i)]:
+            self.named(ino)  # removed, nothing queued for it: nothing of it will be named
+
+    def ours(self, ino: int) -> Ours:
+        """The temporary files made for `ino` whose naming is not recorded yet."""
+        return self._ours.get(ino, {})
+
+    def remember(self, ino: int, file_id: str | None, lw: int | None, size: int) -> None:
+        """A temporary file was made for `ino` (its FileId, last-write time and size as the
+        rename will find it): recognised as ours should it turn up under the name."""
+        if not file_id:
+            return
+        ours = self._ours.setdefault(ino, {})
+        if ours.get(file_id) == (lw, size):
+            return
+        ours[file_id] = (lw, size)
+        self.ns.write_behind(self.db, ino.to_bytes(8, "big"), json.dumps(ours).encode())
+
+    def named(self, ino: int) -> None:
+        """The file has its name and that is recorded: nothing to recognise any more."""
+        if self._ours.pop(ino, None) is not None:
+            self.ns.write_behind(self.db, ino.to_bytes(8, "big"), None)
 
     async def create(self, op: dict) -> Applied:
-        """Apply a queued create/symlink: the file is made under a temporary name as it is
+        """Apply a queued create, symlink or special file: the file is made under a temporary name as it is
         *now* (size, attributes, mtime; a small quiet file with its content too, so it costs
         three calls and needs no upload), then renamed to its name without replacing
         anything (Conflicts.place: a file created elsewhere meanwhile is kept)."""
@@ -59,8 +111,8 @@ class NewFiles:
         owner = self.ns.owner
         content: bytes | None
         attrs: str | None
-        if op["op"] == "symlink":
-            content = op["target"].encode()
+        if op["op"] in FIXED_CONTENT_OPS:
+            content = op.get("target", "").encode()
             size, meta, mtime = len(content), op["meta"], op.get("mtime")
             attrs = with_marker(None, True, False)
         elif rec is not None and rec.kind == FILE:
@@ -81,6 +133,7 @@ class NewFiles:
                     data, token = self.cache.snapshot_range(ino, off, min(n, size - off))
                     pieces.append((off, data))
                     tokens.append(token)
+        made: list[RemoteEntry] = []  # the temporary file, once the share made it
         try:
             # create, fill and take the name in one go; a name taken meanwhile: see below
             entry = await with_parents(
@@ -94,15 +147,27 @@ class NewFiles:
                     metadata=meta,
                     last_write_ns=mtime,
                     attributes=attrs,
+                    made=made,
                 ),
             )
             where = path
         except AlreadyExists:
+            self._remember_made(ino, made, mtime, size)
             if rec is None:
-                raise
-            entry, where = await self.conflicts.place(
-                ino, rec, tmp, path, movable=self.ns.outbox.only_op_on(ino)
-            )
+                if not await self._ours_there(ino, path):
+                    raise
+                entry, where = await self.remote.stat(path), path  # ours: removal follows
+            else:
+                entry, where = await self.conflicts.place(
+                    ino, rec, tmp, path, movable=self.ns.outbox.only_op_on(ino), ours=self.ours(ino)
+                )
+        except BaseException as exc:
+            # failed after the share made the file (an answer lost on the way back): it may
+            # have taken its name; the next attempt must recognise it as ours
+            self._remember_made(ino, made, mtime, size)
+            if made and permanent(exc):
+                await self.discard(tmp)  # refused for good: set aside, all of it kept here
+            raise
         if where != path:  # ours kept beside theirs: a local rename, nothing queued
             moved = self.ns.detach(ino, where.rpartition("/")[2])
             if moved is not None:
@@ -112,9 +177,10 @@ class NewFiles:
             """Run when the operation's removal is committed, in the same synchronous step
             (the worker's group commit): the cache and the dirty set learn that the share has
             the file only together with the outbox, so a crash replays all of it or none."""
+            self.named(ino)
             if rec is None or self.dirty.tgen(ino) != tgen0 or self.ns.get(ino) is None:
                 return  # removed meanwhile: nothing of it is kept
-            if op["op"] == "symlink":
+            if op["op"] in FIXED_CONTENT_OPS:
                 self.cache.set_remote_valid(ino, size)
                 return
             self.dirty.set_low(ino, None)  # a new file holds no stale content
@@ -140,13 +206,13 @@ class NewFiles:
         }
         return result, recorded
 
-    async def create_aside(self, ino: int, rec: Inode, path: str, size: int) -> str:
+    async def create_aside(self, ino: int, rec: Inode, path: str, size: int) -> RemoteEntry:
         """The upload's file is not on the share (first upload after a conflict turned it
         into a new file, or the share lost it): create it, `size` zero bytes, under the
-        temporary name; the uploader fills it there and then `place`s it. Returns that name."""
+        temporary name; the uploader fills it there and then `place`s it. Returns it."""
         owner = self.ns.owner
         tmp = self.ns.new_path(path, ino)
-        await with_parents(
+        return await with_parents(
             self.remote,
             tmp,
             lambda: self.remote.create_file(
@@ -157,12 +223,25 @@ class NewFiles:
                 attributes=with_marker(None, not rec.posix_default(owner), False),
             ),
         )
-        return tmp
 
-    async def place(self, ino: int, rec: Inode, tmp: str, path: str, size: int) -> RemoteEntry:
-        """Give a filled new file of `size` bytes its name without replacing anything (a name
-        taken since: both kept, Conflicts.place) and record its share identity."""
-        entry, where = await self.conflicts.place(ino, rec, tmp, path, movable=True)
+    async def place(
+        self, ino: int, rec: Inode, made: RemoteEntry, tmp: str, path: str, size: int
+    ) -> RemoteEntry:
+        """Give a filled new file of `size` bytes (`made` under `tmp`, its last-write time
+        now `rec.mtime_ns`) its name without replacing anything (a name taken since: both
+        kept, Conflicts.place; by our own earlier attempt: replaced) and record its share
+        identity."""
+        self.remember(ino, made.file_id, rec.mtime_ns, size)
+        self.ns.flush()  # durable before the rename: a crash after it still recognises it
+        try:
+            entry, where = await self.conflicts.place(
+                ino, rec, tmp, path, movable=True, ours=self.ours(ino)
+            )
+        except RemoteError as exc:
+            if permanent(exc):
+                await self.discard(tmp)  # its name is refused for good: all of it stays here
+            raise
+        self.named(ino)  # written with the update below
         self.ns.update(
             ino,
             attrs=entry.attributes or rec.attrs,
@@ -176,6 +255,27 @@ class NewFiles:
             if moved is not None:
                 self.conflicts.announce(*moved)
         return entry
+
+    async def discard(self, tmp: str) -> None:
+        """Delete a temporary file nobody will rename (best effort: listings skip it)."""
+        try:
+            await self.remote.delete_file(tmp)
+        except RemoteError as exc:
+            log.debug("leaving %s on the share: %s", tmp, exc)
+
+    def _remember_made(
+        self, ino: int, made: list[RemoteEntry], mtime: int | None, size: int
+    ) -> None:
+        for e in made:
+            self.remember(ino, e.file_id, e.last_write_ns or mtime, size)
+
+    async def _ours_there(self, ino: int, path: str) -> bool:
+        """Is the file under `path` one of our temporary files for `ino`, unchanged?"""
+        try:
+            there = await self.remote.stat(path)
+        except NotFound:
+            return False
+        return self.conflicts.is_ours(there, self.ours(ino))
 
     def _inline(self, ino: int, size: int) -> bool:
         """Send a new file's content with its create when it is small, dirty and due: quiet

@@ -1,11 +1,20 @@
 """The operation worker: apply the outbox's namespace operations on the share, in order.
 
-Operations independent of every earlier pending one run side by side (opwindow.py), the rest
-in order; renames and removals hold the exclusive side of the write-back lock (they change
-paths uploads use), the others the shared side. Transient failures are retried quickly,
-other refusals slowly (they may end: credentials renewed, quota raised) while blocking what
-depends on them; only operations that can never succeed are dropped (INVARIANTS.md,
-"Ordering: the outbox"). Finished operations leave the outbox in group commits.
+Operations independent of every earlier pending one run side by side (stuck.Window, with
+opwindow.py's rule), the rest in order; renames and removals hold the exclusive side of the
+write-back lock (they change paths uploads use), the others the shared side. Transient
+failures are retried quickly, other refusals slowly (they may end: credentials renewed,
+quota raised) while blocking what depends on them. A refusal no retry can change (stuck.py:
+the share cannot hold the name or path) sets the operation aside as *stuck*, with everything
+queued after it that depends on it; independent work proceeds, and a later local rename or
+removal of the stuck entry resolves it (`_fold`). Finished operations leave the outbox in
+group commits.
+
+Every operation recognises its own earlier success when it is applied again (an answer lost
+and the operation retried, or replayed after a crash): a mkdir finding the directory, a
+delete or rmdir finding nothing, a rename finding its source gone and the destination there
+(the same FileId when we know it), a create finding its own file under the name
+(newfiles.py).
 """
 
 from __future__ import annotations
@@ -18,7 +27,8 @@ import trio
 
 from fsync_fuse.attrs import FILE
 from fsync_fuse.namespace import Namespace
-from fsync_fuse.opwindow import OpWindow
+from fsync_fuse.outbox import FILE_CREATE_OPS
+from fsync_fuse.writeback.fold import fold
 from fsync_fuse.writeback.newfiles import Applied, NewFiles
 from fsync_fuse.writeback.pacing import (
     BURST_PARALLEL,
@@ -28,9 +38,9 @@ from fsync_fuse.writeback.pacing import (
 )
 from fsync_fuse.writeback.rwlock import RWLock
 from fsync_fuse.writeback.shareops import share_meta, with_parents
+from fsync_fuse.writeback.stuck import Stuck, Window, op_path, permanent
 from remote.base import (
     AlreadyExists,
-    InvalidName,
     LeaseConflict,
     NotEmpty,
     NotFound,
@@ -54,6 +64,9 @@ class OpWorker:
         lock: RWLock,
         pacing: Pacing,
         new_files: NewFiles,
+        stuck: Stuck,
+        on_applied: Callable[[int], None] = lambda ino: None,
+        on_resolved: Callable[[], None] = lambda: None,
         parallel: int = 8,
         max_backoff: float = 30.0,
     ) -> None:
@@ -63,6 +76,13 @@ class OpWorker:
         self.lock = lock
         self.pacing = pacing
         self.new_files = new_files
+        self.stuck = stuck
+        #: called with the subject inode of every operation applied (a stuck upload of it
+        #: is retried: its path or name may be fine now)
+        self.on_applied = on_applied
+        #: called when stuck operations were rewritten and queued again (files waiting for
+        #: them are retried)
+        self.on_resolved = on_resolved
         self.parallel = parallel
         self.max_backoff = max_backoff
         self._errors: dict[int, str] = {}  # seq -> why that queued operation is failing
@@ -77,26 +97,38 @@ class OpWorker:
 
     async def run(self) -> None:
         """Apply the outbox: operations independent of every earlier pending one run side
-        by side (opwindow.py), the rest in order."""
-        window = OpWindow(self.outbox, parallel=self.parallel)
+        by side, the rest in order; stuck ones (and what depends on them) wait aside."""
+        window = Window(self.outbox, self.stuck, parallel=self.parallel)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._record_done)
             while True:
-                if not len(self.outbox):
-                    await self.outbox.wait_until(lambda: len(self.outbox) > 0)
+                if not self.pending():
+                    with self.stuck.interrupted_by_change():
+                        await self.outbox.wait_until(lambda: self.pending() > 0)
+                    continue
                 await self.pacing.yield_to_burst()
                 version = self.outbox.version
                 window.parallel = BURST_PARALLEL if self.pacing.in_burst else self.parallel
                 for seq, op in window.ready():
                     window.running.add(seq)
                     nursery.start_soon(self._apply_op, window, seq, op)
-                # something changed: an op appended or finished (both bump the version)
-                await self.outbox.wait_until(functools.partial(self._moved_on, version))
+                if window.fold_due:
+                    window.fold_due = False
+                    self._fold()
+                    continue
+                # something changed: an op appended or finished (both bump the version), or
+                # one got stuck (which makes room in the window)
+                with self.stuck.interrupted_by_change():
+                    await self.outbox.wait_until(functools.partial(self._moved_on, version))
+
+    def pending(self) -> int:
+        """Queued operations that are not stuck."""
+        return len(self.outbox) - len(self.stuck.ops)
 
     def _moved_on(self, version: int) -> bool:
         return self.outbox.version != version
 
-    async def _apply_op(self, window: OpWindow, seq: int, op: dict) -> None:
+    async def _apply_op(self, window: Window, seq: int, op: dict) -> None:
         """One queued operation, retried until it is on the share (or can never be)."""
         attempt = 0
         where = op.get("path") or op.get("src")
@@ -108,13 +140,18 @@ class OpWorker:
             try:
                 async with lock():
                     result, after = await self._apply(op)
-            except (InvalidName, SourceMissing) as exc:
-                # can never succeed: the share cannot hold the name, or the file to rename
-                # is gone (both names missing). Dropped; a create/mkdir stays "not on the
-                # share" (ops_done gets no result), so its upload creates it later.
-                log.error("%s %s can never succeed on the share, dropped: %s", op["op"], where, exc)
+            except SourceMissing as exc:
+                # nothing to rename: another client deleted it (a dirty file is created
+                # again by its upload, a listing removes the rest)
+                log.error("%s %s: nothing to apply, dropped: %s", op["op"], where, exc)
                 result, after = None, None
             except Exception as exc:  # noqa: BLE001 - every other failure is retried
+                if permanent(exc):
+                    # never accepted, whatever we wait for: set aside (stuck.py), with what
+                    # depends on it; the entry stays here and nothing is lost
+                    self._errors.pop(seq, None)
+                    window.stick(seq, op, str(exc))
+                    return
                 # Transient failures and another site's lease end soon: short backoff. Any
                 # other refusal (expired SAS, permission, quota...) may end too (credentials
                 # renewed, quota raised): long backoff, blocking what depends on it, shown in
@@ -148,6 +185,36 @@ class OpWorker:
             self._done_wake.set()
             return
 
+    def _fold(self) -> None:
+        """A stuck entry was renamed or removed here: rewrite the stuck operations into what
+        they amount to (fold.py) and queue the result again at the end of the outbox, in
+        one transaction. Stuck operations commute with every later operation that was not
+        stuck (it did not depend on them), so moving them behind those keeps the order;
+        nothing of them reached the share. They are retried now: the new name may be fine."""
+        old = sorted(self.stuck.ops.items())
+        new = fold([op for _seq, (op, _item) in old])
+        if new is None:
+            return
+        for _seq, (_op, item) in old:
+            if item.root is None:
+                log.info("resolving stuck %s %r (renamed or removed here)", item.what, item.path)
+        self.stuck.take_ops()
+        with self.ns.env.begin(write=True) as txn:
+            for seq, _ in old:
+                self.outbox.remove(txn, seq)
+            for op in new:
+                self.outbox.append(txn, op)
+        self.outbox.added(new)
+        for _seq, (op, _item) in old:
+            self.outbox.removed(op)
+        log.info(
+            "%d stuck operations became %d queued ones: %s",
+            len(old),
+            len(new),
+            "; ".join(f"{op['op']} {op_path(op)}" for op in new[:5]) or "nothing left to do",
+        )
+        self.on_resolved()
+
     async def _record_done(self) -> None:
         """Group commit of finished operations (`Namespace.ops_done`): a crash before it
         replays them, which every operation survives (INVARIANTS.md, "Crash")."""
@@ -157,10 +224,14 @@ class OpWorker:
             await trio.sleep(0.002)  # others finishing now join this commit
             done, self._done = self._done, []
             if done:
-                for *_, after in done:
+                for seq, _op, _result, after in done:
+                    self.stuck.applied(seq)
                     if after is not None:
                         after()
                 self.ns.ops_done([(seq, op, result) for seq, op, result, _ in done])
+                for _seq, op, _result, _after in done:
+                    if op.get("ino"):
+                        self.on_applied(op["ino"])
 
     async def _apply(self, op: dict) -> Applied:
         kind = op["op"]
@@ -169,15 +240,21 @@ class OpWorker:
             rec = self.ns.get(op["ino"])
             meta = rec.metadata(self.ns.owner) if rec is not None else op["meta"]
             attrs = rec.share_attributes(self.ns.owner) if rec is not None else None
+            # the directory's mtime as it is now (entries added since move it on)
+            lw = rec.mtime_ns if rec is not None else op.get("mtime")
             try:
                 e = await with_parents(
-                    r, op["path"], lambda: r.mkdir(op["path"], metadata=meta, attributes=attrs)
+                    r,
+                    op["path"],
+                    lambda: r.mkdir(op["path"], metadata=meta, attributes=attrs, last_write_ns=lw),
                 )
             except AlreadyExists:
-                await r.set_properties(op["path"], metadata=meta, attributes=attrs, is_dir=True)
+                await r.set_properties(
+                    op["path"], metadata=meta, attributes=attrs, last_write_ns=lw, is_dir=True
+                )
                 e = await r.stat(op["path"], is_dir=True)
             return {"file_id": e.file_id, "etag": e.etag, "attrs": e.attributes}, None
-        if kind in ("create", "symlink"):
+        if kind in FILE_CREATE_OPS:
             return await self.new_files.create(op)
         if kind == "unlink":
             try:
@@ -199,14 +276,20 @@ class OpWorker:
             return None, None
         if kind == "rename":
             try:
-                await r.rename(op["src"], op["dst"], replace=op["replace"])
+                await with_parents(
+                    r, op["dst"], lambda: r.rename(op["src"], op["dst"], replace=op["replace"])
+                )
             except NotFound:
-                try:
-                    await r.stat(op["dst"])  # replayed after a crash: already done
-                except NotFound:
+                # applied before (its answer lost, or replayed after a crash): the source is
+                # gone and the destination holds the entry
+                if not await self._renamed_already(op):
                     raise SourceMissing(
                         f"rename {op['src']} -> {op['dst']}: source missing"
                     ) from None
+            except AlreadyExists:
+                # the same, told by a share that looks at the destination first
+                if op["replace"] or not await self._renamed_already(op):
+                    raise
             return await self._etag_after_rename(op), None
         if kind == "setattr":
             try:
@@ -224,6 +307,24 @@ class OpWorker:
             return {"etag": etag, "attrs": attrs}, None
         log.error("unknown queued operation %r dropped", kind)
         return None, None
+
+    async def _renamed_already(self, op: dict) -> bool:
+        """Does the share show this rename done: its source gone, its destination there and,
+        when we know the entry's FileId, the same entry (a file another site put there meanwhile
+        while ours vanished is not ours)?"""
+        r = self.remote
+        try:
+            await r.stat(op["src"])
+            return False
+        except NotFound:
+            pass
+        try:
+            there = await r.stat(op["dst"])
+        except NotFound:
+            return False
+        rec = self.ns.get(op["ino"])
+        known = rec.file_id if rec is not None else None
+        return known is None or there.file_id is None or there.file_id == known
 
     async def _etag_after_rename(self, op: dict) -> dict | None:
         """A rename gives the file a new ETag on the share: record it as the version our

@@ -7,6 +7,11 @@ cleaned only if unchanged since its snapshot), put the properties back (Put Rang
 share's last-write time), and forget the file if nothing changed meanwhile. With upload
 leases the file is leased from the conflict check to the end, and the shared lock held
 throughout, so the recorded path stays the file's path.
+
+An upload the share refuses for good (stuck.py `permanent`), or one whose share path waits
+for a stuck operation, sets the file aside as stuck: its dirty data stays (never evicted),
+it is not counted as pending, and it is retried when it is written again, when an operation
+on it reaches the share, when the stuck operation is resolved, and at the next mount.
 """
 
 from __future__ import annotations
@@ -21,16 +26,17 @@ import trio
 
 from cache import BlockCache
 from cache.results import Token
-from fsync_fuse.attrs import FILE
+from fsync_fuse.attrs import DIR, FILE
 from fsync_fuse.conflicts import Conflicts
 from fsync_fuse.groups import single_error
 from fsync_fuse.leases import Leases
-from fsync_fuse.namespace import Gone, Namespace
+from fsync_fuse.namespace import ROOT, Gone, Namespace
 from fsync_fuse.writeback.dirty import DirtySet
 from fsync_fuse.writeback.newfiles import NewFiles, Restart
 from fsync_fuse.writeback.pacing import Pacing, refused_backoff, transient_backoff
 from fsync_fuse.writeback.rwlock import RWLock
 from fsync_fuse.writeback.shareops import share_meta
+from fsync_fuse.writeback.stuck import Stuck, StuckError, permanent
 from remote.base import LeaseConflict, NotFound, Remote, RemoteError
 
 log = logging.getLogger(__name__)
@@ -52,11 +58,13 @@ class Uploader:
         new_files: NewFiles,
         conflicts: Conflicts,
         leases: Leases | None,
+        stuck: Stuck,
         parallel_files: int = 8,
         parallel_ranges: int = 8,
         max_backoff: float = 30.0,
     ) -> None:
         self.ns, self.cache, self.remote, self.dirty = ns, cache, remote, dirty
+        self.stuck = stuck
         self.outbox = ns.outbox
         self.lock = lock
         self.pacing = pacing
@@ -84,18 +92,38 @@ class Uploader:
             yield held
             return
         while True:
-            await self.outbox.wait_until(lambda: self.ns.settled_path(ino) is not None)
+            await self._wait_settled(ino)
             async with self.lock.shared():
                 path = self.ns.settled_path(ino)
                 if path is not None:
                     yield path
                     return
 
+    async def _wait_settled(self, ino: int) -> None:
+        """Until the inode's share path is settled. StuckError when it waits for a stuck
+        operation (its own create, a directory above it): that may take until the user
+        resolves it, or the next mount."""
+        while self.ns.settled_path(ino) is None:
+            blocked = self.stuck.blocking_chain(self.ns.chain(ino) or ())
+            if blocked is not None:
+                raise blocked
+            with self.stuck.interrupted_by_change():
+                await self.outbox.wait_until(lambda: self.ns.settled_path(ino) is not None)
+
     # ------------------------------------------------------------------ waiting
     async def flush_now(self, ino: int) -> None:
-        """fsync --fsync remote: this file's operations and content reach the share."""
-        chain = self.ns.chain(ino) or [ino]
-        await self.outbox.wait_until(lambda: self.outbox.path_settled(chain))
+        """fsync --fsync remote: this file's operations and content reach the share.
+        StuckError (EIO) when it is stuck: waiting would not end."""
+
+        def settled() -> bool:
+            return self.outbox.path_settled(self.ns.chain(ino) or [ino])
+
+        while not settled():
+            blocked = self.stuck.blocking_chain(self.ns.chain(ino) or [ino])
+            if blocked is not None:
+                raise blocked
+            with self.stuck.interrupted_by_change():
+                await self.outbox.wait_until(settled)
         f = self.dirty.get(ino)
         if f is None:
             return
@@ -107,7 +135,25 @@ class Uploader:
                 f = self.dirty.get(ino)
                 if f is None or f.uploaded_gen >= target:
                     return
+                item = self.stuck.files.get(ino)
+                if item is not None and ino not in self._running:
+                    raise StuckError(item, item.root or 0)
                 await self.dirty.changed()
+
+    # ------------------------------------------------------------------ stuck files
+    def retry_stuck(self, ino: int) -> None:
+        """An operation on `ino` reached the share (a rename, say): a refused upload of it
+        may pass now."""
+        if self.stuck.unstick_file(ino) and self.dirty.is_dirty(ino):
+            self.dirty.due[ino] = trio.current_time()
+
+    def retry_blocked(self) -> None:
+        """Stuck operations were resolved: files waiting for them are retried."""
+        now = trio.current_time()
+        for ino in self.stuck.blocked_files():
+            if self.stuck.unstick_file(ino) and self.dirty.is_dirty(ino):
+                self.dirty.due[ino] = now
+        self.dirty.notify()
 
     # ------------------------------------------------------------------ tasks
     async def run(self) -> None:
@@ -130,6 +176,11 @@ class Uploader:
             if f is not None:
                 f.attempts = 0
             self.last_error = None
+            self.stuck.unstick_file(ino, reached=True)
+        except StuckError as exc:
+            # its share path waits for a stuck operation: set aside until that is resolved
+            self.stuck.stick_file(ino, self._path_of(ino), str(exc), root=exc.seq)
+            self.dirty.due.pop(ino, None)
         except Gone:
             self.dirty.truncated_during.pop(ino, None)
             self.dirty.forget(ino)
@@ -139,6 +190,12 @@ class Uploader:
             if self.dirty.is_dirty(ino):
                 self.dirty.due[ino] = trio.current_time()
         except RemoteError as exc:
+            if permanent(exc) and self.dirty.is_dirty(ino):
+                # never accepted as it is: set aside (its data stays), retried when it
+                # changes, is renamed, or at the next mount
+                self.stuck.stick_file(ino, self._path_of(ino), str(exc))
+                self.dirty.due.pop(ino, None)
+                return
             f = self.dirty.get(ino)
             n = f.attempts if f is not None else 0
             if f is not None:
@@ -166,13 +223,19 @@ class Uploader:
             self.dirty.notify()
             self.dirty.poke()
 
+    def _path_of(self, ino: int) -> str:
+        return self.ns.path(ino) or f"inode {ino}"
+
     async def _upload(self, ino: int) -> None:
         f = self.dirty.get(ino)
         meta0 = f is not None and f.meta
         if f is not None:
             f.meta = False  # a change from now on is sent by the next upload
         try:
-            if self.leases is None:
+            rec = self.ns.get(ino)
+            if rec is not None and rec.kind == DIR:
+                await self._upload_dir(ino, meta0)
+            elif self.leases is None:
                 await self._upload_steps(ino, meta0)
             else:
                 async with self.share_path(ino) as path:
@@ -189,6 +252,35 @@ class Uploader:
             if meta0 and f is not None:
                 f.meta = True  # not sent: the next upload sends it
             raise
+
+    async def _upload_dir(self, ino: int, meta0: bool) -> None:
+        """A directory is dirty when entries were added, removed or renamed in it here: its
+        mtime (and metadata, when they changed) goes to the share once it is quiet, one call
+        however many entries changed, so a fresh mount shows the time POSIX says."""
+        f = self.dirty.get(ino)
+        if f is None:
+            return
+        gen0 = f.gen
+        async with self.share_path(ino) as path:
+            rec = self.ns.get(ino)
+            if rec is None or rec.parent == 0 and ino != ROOT:
+                raise Gone(ino)
+            meta, attrs = (
+                await share_meta(self.ns, self.remote, ino, path) if meta0 else (None, None)
+            )
+            etag = await self.remote.set_properties(
+                path, last_write_ns=rec.mtime_ns, metadata=meta, attributes=attrs, is_dir=True
+            )
+        if self.dirty.gen(ino) == gen0:
+            self.dirty.forget(ino)  # written by the update below, in the same transaction
+        else:
+            self.dirty.due.setdefault(ino, trio.current_time() + self.dirty.delay)
+        self.ns.update(ino, etag=etag, **({"attrs": attrs} if attrs is not None else {}))
+        self.outbox.touch(ino)
+        cur = self.dirty.get(ino)
+        if cur is not None:
+            cur.uploaded_gen = gen0
+        self.dirty.notify()
 
     async def _upload_steps(self, ino: int, meta0: bool) -> None:
         f = self.dirty.get(ino)
@@ -244,8 +336,9 @@ class Uploader:
             # created under a temporary name, filled there, then takes its name (step 3), so
             # no other site ever sees or checks it half written.
             fresh = rsize is None
+            made = None
             if rsize is None:
-                await self.new_files.create_aside(ino, rec, path, size)
+                made = await self.new_files.create_aside(ino, rec, path, size)
                 rsize, low0 = size, None  # a new file: zeros, nothing stale to cut
             if low0 is not None and low0 < rsize:
                 await self.remote.resize(path, low0, lease_id=lease)
@@ -286,7 +379,10 @@ class Uploader:
                 data, token = self.cache.snapshot_range(ino, off, length)
                 async with self.share_path(ino) as p:
                     target = self.ns.new_path(p, ino) if fresh else p
-                    await self.remote.write(target, off, bytes(data), lease_id=lease)
+                    if data.count(0) == len(data):  # zeros (punched, zeroed): no payload
+                        await self.remote.clear_range(target, off, len(data), lease_id=lease)
+                    else:
+                        await self.remote.write(target, off, bytes(data), lease_id=lease)
                 if fresh:
                     placed.append(token)
                 else:
@@ -306,9 +402,10 @@ class Uploader:
                 raise Gone(ino)
             lw = rec.mtime_ns
             if fresh:  # created with its metadata; now it takes its name
+                assert made is not None
                 tmp = self.ns.new_path(path, ino)
                 await self.remote.set_properties(tmp, last_write_ns=lw, is_dir=False)
-                etag = (await self.new_files.place(ino, rec, tmp, path, size)).etag
+                etag = (await self.new_files.place(ino, rec, made, tmp, path, size)).etag
                 if self.dirty.tgen(ino) == tgen0:
                     self.cache.set_remote_valid(ino, size)  # before cleaning (see above)
                 for token in placed:

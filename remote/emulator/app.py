@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..naming import MAX_DEPTH, MAX_PATH, path_units
 from . import auth
 from .auth import OBJECT, SERVICE, SHARE
 from .context import Ctx, Route, RouteKey
@@ -34,8 +35,6 @@ DEFAULT_KEY = (
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 )
 DEFAULT_VERSION = "2025-01-05"
-MAX_PATH_CHARS = 2048
-MAX_DEPTH = 250
 
 
 @dataclass
@@ -157,7 +156,7 @@ class Emulator:
                 "InvalidFileOrDirectoryPathName",
                 "File or directory path has too many subdirectories.",
             )
-        if sum(len(p) + 1 for p in parts) > MAX_PATH_CHARS:
+        if path_units(parts) > MAX_PATH:  # remote/naming.py: how the service counts
             raise StorageError("InvalidFileOrDirectoryPathName")
 
     def error_response(self, req: Request, exc: StorageError) -> Response:
@@ -168,8 +167,11 @@ class Emulator:
         body = error_body(exc.code, exc.message, req.request_id, iso_now_7(), exc.details)
         return Response(status=exc.status, headers=headers, body=body)
 
-    def fault_response(self, req: Request, status: int) -> Response:
-        code = "ServerBusy" if status == 503 else "InternalError"
+    def fault_response(self, req: Request, status: int, code: str | None = None) -> Response:
+        """An injected failure: `status` 500/503 (InternalError/ServerBusy), or the error
+        `code` given (a refused name or path: faults.py `refuse_names`, `refuse_paths`)."""
+        if code is None:
+            code = "ServerBusy" if status == 503 else "InternalError"
         resp = self.error_response(req, StorageError(code))
         resp.headers.append(("x-ms-version", req.headers.get("x-ms-version") or DEFAULT_VERSION))
         return resp

@@ -40,11 +40,16 @@ class App(Protocol):
 
     async def handle(self, req: Request) -> Response: ...
 
-    def fault_response(self, req: Request, status: int) -> Response: ...
+    def fault_response(self, req: Request, status: int, code: str | None = None) -> Response: ...
 
 
 class _Abort(Exception):
     """Cut the connection without an answer (outage, dropped response)."""
+
+
+#: how `_send` answers: in full, cut half-way (`drop_rate`), or cut before the first byte
+#: (`drop_ops`: the request was executed, the client cannot know)
+FULL, CUT_MIDWAY, CUT_BEFORE = "full", "midway", "before"
 
 
 class Connection:
@@ -248,7 +253,7 @@ class Connection:
 
         if raw_path.startswith("/_admin"):
             resp = await self._admin(req)
-            return await self._send(req, resp, keep_alive, drop=False)
+            return await self._send(req, resp, keep_alive, drop=FULL)
 
         app = self.app
         faults = app.faults
@@ -260,11 +265,17 @@ class Connection:
             await trio.sleep(faults.latency_ms / 1000)
             if faults.in_outage():
                 raise _Abort()
+        refused = faults.refusal(raw_path, req.headers)
         if faults.should_error():
             resp = app.fault_response(req, faults.error_status)
+        elif refused is not None:
+            resp = app.fault_response(req, 400, refused)
         else:
             resp = await app.handle(req)
-        drop = faults.should_drop()
+        if faults.take_drop(req.op, raw_path, resp.status):
+            drop = CUT_BEFORE
+        else:
+            drop = CUT_MIDWAY if faults.should_drop() else FULL
         app.stats.status(resp.status)
         if log.isEnabledFor(logging.DEBUG):  # the path only: a query may carry a SAS signature
             log.debug(
@@ -273,11 +284,13 @@ class Connection:
                 raw_path,
                 req.op,
                 resp.status,
-                " (dropped)" if drop else "",
+                "" if drop == FULL else f" (dropped {drop})",
             )
         return await self._send(req, resp, keep_alive, drop=drop)
 
-    async def _send(self, req: Request, resp: Response, keep_alive: bool, drop: bool) -> bool:
+    async def _send(self, req: Request, resp: Response, keep_alive: bool, drop: str) -> bool:
+        if drop == CUT_BEFORE:
+            raise _Abort()  # executed; the answer never leaves
         if not await self._drain():
             keep_alive = False
         headers = resp.headers
@@ -300,7 +313,7 @@ class Connection:
         lines.append("\r\n")
         head = "".join(lines).encode("utf-8")
         is_head = req.method == "HEAD"
-        if drop:
+        if drop == CUT_MIDWAY:
             await self._send_partial(head, resp, is_head)
             raise _Abort()
         if is_head or length == 0:

@@ -27,7 +27,12 @@ SHARE = "crash-test-share"
 
 def open_cache(directory: Path) -> BlockCache:
     return BlockCache.open(
-        directory / "cache", max_bytes=MAX_BYTES, share_id=SHARE, block_size=BS, full_timeout=0
+        directory / "cache",
+        max_bytes=MAX_BYTES,
+        share_id=SHARE,
+        block_size=BS,
+        full_timeout=0,
+        bound="data",
     )
 
 

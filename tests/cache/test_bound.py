@@ -1,17 +1,20 @@
-"""The size bound: eviction order, real disk usage, CacheFull, the free-space policy."""
+"""The size bound: eviction order, real disk usage, CacheFull, the free-space policy, and
+(bound="directory", the default) everything in the cache directory within max_bytes."""
 
 from __future__ import annotations
 
 import errno
 import functools
+import os
 import random
 
 import pytest
 import trio
 
-from cache import CacheFull
-from tests.cache.conftest import KiB
-from tests.cache.remote_model import allocated
+from cache import BlockCache, CacheFull, CacheTooSmall, minimum_size
+from cache.footprint import MIN_BLOCKS, index_headroom
+from tests.cache.conftest import KiB, MiB
+from tests.cache.remote_model import allocated, du
 
 BS = 64 * KiB
 
@@ -151,3 +154,122 @@ async def test_min_free_pct_evicts_clean_data(open_cache, remote):
             while c.cached_bytes(1):
                 await trio.sleep(0.05)
         n.cancel_scope.cancel()
+
+
+def index_bytes(c: BlockCache) -> int:
+    return sum(p.stat().st_blocks * 512 for p in (c.directory / "index.lmdb").iterdir())
+
+
+async def test_the_whole_directory_stays_within_max_bytes(open_cache, remote):
+    """bound="directory": the data files, the data/xx directories appearing as files are
+    cached, the index (grown by another table in the same environment, as the filesystem's
+    namespace grows it) and a file of the caller's (a log, within other_reserve) together
+    never exceed max_bytes, measured like du after every step. run() measures the index every
+    0.1 s and evicts clean data when it grew into their room."""
+    max_bytes = 4 * MiB
+    bs = 16 * KiB
+    c = open_cache(max_bytes=max_bytes, bound="directory", block_size=bs, other_reserve=256 * KiB)
+    log = c.directory / "app.log"
+    table = c.env.open_db(b"namespace")
+    step_growth = index_headroom(max_bytes) // 4  # the namespace's growth between two ticks
+    sizes = {k: (k % 7 + 1) * 3 * bs + k * 311 for k in range(1, 400)}
+    for k, n in sizes.items():
+        remote.put(k, blob(n, k))
+        c.set_remote_valid(k, n)
+    worst = 0
+    row = 0
+    subdirs = 0
+
+    def check() -> None:
+        nonlocal worst, subdirs
+        used = du(c.directory)
+        worst = max(worst, used)
+        subdirs = max(subdirs, len(os.listdir(c.directory / "data")))
+        assert used <= max_bytes, f"{used} bytes in the cache directory, bound {max_bytes}"
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(c.run)
+        for step, k in enumerate(sizes):
+            n = sizes[k]
+            got = await c.read(k, 0, n, size=n, fetch=remote.fetch(k))
+            assert got == blob(n, k)
+            check()
+            if step % 8 == 0 and index_bytes(c) < 2 * MiB:  # the namespace grows the index
+                with c.env.begin(write=True, db=table) as txn:
+                    for _ in range(step_growth // 1024):
+                        txn.put(row.to_bytes(8, "big"), bytes(900))
+                        row += 1
+                check()
+            with open(log, "ab") as fh:  # the caller's log, rotated at its reserve
+                if fh.tell() + 8 * KiB > 128 * KiB:
+                    fh.truncate(0)
+                fh.write(b"x" * 8 * KiB)
+            check()
+            if step % 8 == 7:
+                await trio.sleep(c.footprint_interval * 1.5)  # a tick measures and evicts
+                check()
+        nursery.cancel_scope.cancel()
+    st = c.stats()
+    assert st.evictions > 0 and st.reserved > 0
+    assert st.used <= max_bytes - st.reserved
+    assert subdirs > 8  # data/xx directories came (and went with their files)
+    assert index_bytes(c) > 2 * MiB  # the index took half the bound, and the data made way
+    assert worst > max_bytes * 3 // 4  # the bound was really reached
+
+
+async def test_too_small_a_bound_is_refused_with_the_minimum(tmp_path, remote):
+    """max_bytes that cannot hold the directory's index, directories and other files plus
+    MIN_BLOCKS blocks is refused at open, naming the minimum; at that minimum MIN_BLOCKS dirty
+    blocks, each in a file of its own, fit without waiting; a data/xx directory goes with its
+    last file."""
+    bs = 64 * KiB
+    with pytest.raises(CacheTooSmall, match="too small: it must be at least") as info:
+        BlockCache.open(tmp_path / "c", max_bytes=MIN_BLOCKS * bs, share_id="s", block_size=bs)
+    need = info.value.minimum
+    assert need > MIN_BLOCKS * bs
+    assert minimum_size(tmp_path / "c", bs) >= need  # what the CLI checks, before opening
+    for i in range(256):  # left empty by an older version: removed at open
+        (tmp_path / "c" / "data" / f"{i:02x}").mkdir(exist_ok=True)
+    c = BlockCache.open(tmp_path / "c", max_bytes=need, share_id="s", block_size=bs, full_timeout=0)
+    try:
+        for k in range(MIN_BLOCKS):
+            await c.write(k, 0, blob(bs, k), fetch=remote.fetch(k))
+        c.commit()
+        assert c.dirty_bytes() == MIN_BLOCKS * bs
+        assert du(c.directory) <= need
+        assert len(os.listdir(c.directory / "data")) <= MIN_BLOCKS
+        for k in range(MIN_BLOCKS):
+            c.delete(k)
+        assert os.listdir(c.directory / "data") == []
+    finally:
+        c.close()
+
+
+async def test_a_grown_index_raises_the_minimum_and_takes_room_from_data(tmp_path, remote):
+    """The index only grows (LMDB reuses freed pages, never returns them): reopening with a
+    bound its index leaves no room in is refused; with a bound that holds it, the data that
+    no longer fit are evicted at open."""
+    bs = 64 * KiB
+    path = tmp_path / "c"
+    fresh = minimum_size(path, bs)
+    c = BlockCache.open(path, max_bytes=16 * MiB, share_id="s", block_size=bs)
+    for k in range(1, 9):
+        remote.put(k, blob(MiB, k))
+        c.set_remote_valid(k, MiB)
+        await c.read(k, 0, MiB, size=MiB, fetch=remote.fetch(k))
+    table = c.env.open_db(b"namespace")
+    with c.env.begin(write=True, db=table) as txn:
+        for i in range(6000):
+            txn.put(i.to_bytes(8, "big"), bytes(900))
+    c.close()
+    grown = minimum_size(path, bs)
+    assert grown > fresh + 5 * MiB
+    with pytest.raises(CacheTooSmall):
+        BlockCache.open(path, max_bytes=fresh, share_id="s", block_size=bs)
+    c = BlockCache.open(path, max_bytes=grown + 2 * MiB, share_id="s", block_size=bs)
+    try:
+        st = c.stats()
+        assert 0 < st.used <= st.max_bytes - st.reserved
+        assert du(path) <= grown + 2 * MiB
+    finally:
+        c.close()

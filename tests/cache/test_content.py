@@ -335,6 +335,7 @@ async def test_delete_and_rename(open_cache, remote):
         max_bytes=MiB,
         share_id="https://acct.file.core.windows.net/share",
         block_size=BS,
+        bound="data",
     )
     try:
         assert c.stats().files == 0

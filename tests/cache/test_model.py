@@ -63,7 +63,12 @@ class Model:
 
 def open_cache(directory: str) -> BlockCache:
     return BlockCache.open(
-        directory, max_bytes=MAX_BYTES, share_id=SHARE, block_size=BS, full_timeout=0
+        directory,
+        max_bytes=MAX_BYTES,
+        share_id=SHARE,
+        block_size=BS,
+        full_timeout=0,
+        bound="data",
     )
 
 

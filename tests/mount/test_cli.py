@@ -96,6 +96,27 @@ def test_mount_fails_clearly(emulator, share_name, mnt, tmp_path, case):
     assert time.monotonic() - t0 < 50
 
 
+@pytest.mark.parametrize("case", ["bad-key", "missing-share"])
+def test_mount_fails_clearly_in_the_foreground(emulator, share_name, mnt, tmp_path, case):
+    """In the foreground stderr is the log: a failure to come up is still one line, the same
+    as in the background (not a log record among others)."""
+    url = emulator.share_url(share_name)
+    extra = {}
+    if case == "bad-key":
+        extra["AZURE_STORAGE_KEY"] = "d3Jvbmcga2V5IGZvciB0aGlzIGFjY291bnQ="
+    else:
+        url = emulator.share_url("no-such-share")
+    r = fsync_fuse(
+        "mount", url, str(mnt), "--cache-dir", str(tmp_path / "c"), "--foreground", extra_env=extra
+    )
+    assert r.returncode != 0
+    assert r.stderr.splitlines() == [r.stderr.strip()], r.stderr
+    word = {"bad-key": "authentication", "missing-share": "not found"}[case]
+    assert r.stderr.startswith("fsync-fuse: error: ") and word in r.stderr, r.stderr
+    assert "d3Jvbmcga2V5" not in r.stderr
+    assert not os.path.ismount(mnt)
+
+
 @pytest.mark.skipif(not shutil.which("mount"), reason="no mount(8)")
 def test_mount_t_fuse_type(emulator, share_name, mnt, tmp_path):
     """mount.fuse3 runs `fsync-fuse SOURCE DIR -o OPTS` for `mount -t fuse.fsync-fuse`

@@ -25,7 +25,7 @@ def served(
     replies: DirReplies, ns: Namespace, dir_ino: int, start: int, limit: int | None = None
 ) -> list:
     out = []
-    for off, name, attrs, ino in replies.replies(dir_ino, start, ns.children):
+    for off, name, attrs, ino in replies.replies(dir_ino, start, ns.children, attrs_of):
         out.append((off, name, attrs, ino))
         if limit is not None and len(out) >= limit:
             break  # the kernel's buffer is full: a request ends early
@@ -42,7 +42,7 @@ def env(tmp_path):
 @pytest.mark.parametrize("seed", range(6))
 def test_cached_replies_match_a_fresh_build_after_any_change(env, seed):
     rnd = random.Random(seed)
-    cached = DirReplies(attrs=attrs_of, max_entries=rnd.choice([40, 400, 100_000]))
+    cached = DirReplies(max_entries=rnd.choice([40, 400, 100_000]))
     cached.CHUNK = rnd.choice([3, 8, 512])  # small chunks exercise the chunk-by-chunk path
     dirs = [ROOT]
     files: list[int] = []
@@ -106,7 +106,7 @@ def test_cached_replies_match_a_fresh_build_after_any_change(env, seed):
             if ns.get(d) is None or (ns.get(d).parent == 0 and d != ROOT):
                 dirs.remove(d)
                 continue
-            fresh = DirReplies(attrs=attrs_of)
+            fresh = DirReplies()
             want = served(fresh, ns, d, 0)
             partial = served(cached, ns, d, 0, rnd.choice([1, 2, 5]))
             assert partial == want[: len(partial)]
@@ -118,7 +118,7 @@ def test_cached_replies_match_a_fresh_build_after_any_change(env, seed):
 
 
 def test_a_big_directory_is_kept_a_chunk_at_a_time(env):
-    replies = DirReplies(attrs=attrs_of)
+    replies = DirReplies()
     replies.CHUNK = 16
     ns = Namespace(env, uid=os.getuid(), gid=os.getgid(), on_dir_change=replies.changed)
     for i in range(100):

@@ -1,9 +1,10 @@
-"""fsx-style: thousands of random writes, truncates and reads at random offsets on a file
-larger than the cache, checked against a model in memory, while uploads run underneath; then
-the share and a fresh mount must hold exactly the model."""
+"""fsx-style: thousands of random writes, truncates, reads and shared-mmap reads and writes at
+random offsets on a file larger than the cache, checked against a model in memory, while
+uploads run underneath; then the share and a fresh mount must hold exactly the model."""
 
 from __future__ import annotations
 
+import mmap
 import os
 import random
 
@@ -99,6 +100,23 @@ def test_fsx(mounter, share, share_url):
                         f"to {off + end} ({end - bad} bytes), got zeros: {not any(got[bad:end])}; "
                         f"last ops: {log[-13:]}"
                     )
+            elif r < 0.95 and model:
+                # through a shared mapping of the file: the kernel pages it in and writes
+                # dirty pages back through the mount
+                off = rnd.randrange(0, len(model))
+                n = min(rnd.randrange(1, 200 * KiB), len(model) - off)
+                with mmap.mmap(fd, len(model)) as mm:
+                    if rnd.random() < 0.5:
+                        log.append(f"{i} mmap-read {off} {n}")
+                        assert mm[off : off + n] == bytes(model[off : off + n]), (
+                            f"seed {SEED} op {i}: mmap read {off}+{n} differs; last {log[-13:]}"
+                        )
+                    else:
+                        data = rnd.randbytes(n)
+                        log.append(f"{i} mmap-write {off} {n}")
+                        mm[off : off + n] = data
+                        mm.flush()
+                        model[off : off + n] = data
             elif r < 0.96:
                 log.append(f"{i} fsync")
                 os.fsync(fd)
@@ -117,6 +135,11 @@ def test_fsx(mounter, share, share_url):
     m.wait_drained()
     assert sha(share.get("fsx.bin")) == sha(bytes(model)), f"seed {SEED}: the share differs"
     assert m.stop() == 0
-    m2 = mounter(share_url, name="fresh", cache="fresh-cache", args=["--cache-size", "2M"])
+    m2 = mounter(
+        share_url,
+        name="fresh",
+        cache="fresh-cache",
+        args=["--cache-size", "2M", "--block-size", "64K"],
+    )
     assert sha((m2.mnt / "fsx.bin").read_bytes()) == sha(bytes(model))
     assert m2.stop() == 0

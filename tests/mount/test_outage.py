@@ -4,6 +4,7 @@ in bounded time, and everything written meanwhile uploads once the share is back
 from __future__ import annotations
 
 import errno
+import json
 import os
 import random
 import threading
@@ -11,7 +12,7 @@ import time
 
 import pytest
 
-from tests.mount.helpers import Share
+from tests.mount.helpers import Share, eventually
 
 pytestmark = pytest.mark.mount
 
@@ -81,4 +82,30 @@ def test_outage(mounter, fresh_emulator):
         assert share.get(p) == data, p
     assert share.get("data/cached.bin") == b"EDITED" + cached[6:]
     assert (m.mnt / "data/tiered.bin").read_bytes() == tiered
+    assert m.stop() == 0
+
+
+def test_uncached_read_fails_within_the_io_timeout(mounter, fresh_emulator):
+    """The kernel retries a failed read at once: that retry must not wait --io-timeout again
+    (a read failed after twice the option). The share answers nothing in time (every request
+    waits 20 s); the retry is answered at once, and counted."""
+    from azure.storage.fileshare import ShareServiceClient
+
+    ShareServiceClient.from_connection_string(fresh_emulator.connection_string).create_share("slow")
+    share = Share(fresh_emulator.connection_string, "slow")
+    share.put("tiered.bin", b"t" * 3_000_000)
+    m = mounter(
+        fresh_emulator.share_url("slow"),
+        args=["--remote-retries", "0", "--io-timeout", "3", "--poll-interval", "0"],
+    )
+    assert os.path.getsize(m.mnt / "tiered.bin") == 3_000_000
+    fresh_emulator.set_faults(latency_ms=20_000)
+    try:
+        got = read_in_thread(m.mnt / "tiered.bin", limit=60)
+        assert isinstance(got, OSError) and got.errno == errno.EIO, got
+        status = json.loads(os.getxattr(m.mnt, "user.fsync.status"))
+        assert status["read"]["failed_at_once"] >= 1
+    finally:
+        fresh_emulator.clear_faults()
+    eventually(lambda: (m.mnt / "tiered.bin").read_bytes() == b"t" * 3_000_000, timeout=60)
     assert m.stop() == 0

@@ -283,3 +283,17 @@ async def test_proxy_settings_apply_to_the_endpoint(emulator, share_name, monkey
         monkeypatch.delenv(k)
     with pytest.raises(Transient):
         await open_remote(url, options=replace(FAST, retry_total=0), env={})
+
+
+def test_a_response_cut_while_read_is_transient():
+    """The SDK reports a connection broken while it read the answer as an HttpResponseError
+    without status or code: a transport failure, retried soon, never a refusal."""
+    from azure.core.exceptions import HttpResponseError
+
+    from remote.azure_errors import translate
+
+    err = HttpResponseError(
+        "(\"Connection broken: ConnectionResetError(104, 'Connection reset by peer')\", ...)"
+    )
+    exc = translate(err, "rename_file", "a/b")
+    assert isinstance(exc, Transient) and exc.transient and exc.status is None
