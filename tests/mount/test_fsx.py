@@ -1,6 +1,7 @@
-"""fsx-style: thousands of random writes, truncates, reads and shared-mmap reads and writes at
-random offsets on a file larger than the cache, checked against a model in memory, while
-uploads run underneath; then the share and a fresh mount must hold exactly the model."""
+"""fsx-style: thousands of random writes, truncates, reads, shared-mmap reads and writes, and
+fallocate (extend, keep size, punch hole, zero range) at random offsets on a file larger than
+the cache, checked against a model in memory, while uploads run underneath; then the share
+and a fresh mount must hold exactly the model."""
 
 from __future__ import annotations
 
@@ -18,6 +19,19 @@ KiB, MiB = 1024, 1024 * 1024
 MAX_SIZE = 10 * MiB
 OPS = int(os.environ.get("FSX_OPS", "3000"))
 SEED = int(os.environ.get("FSX_SEED", "20261125"))
+
+
+KEEP_SIZE, PUNCH_HOLE, ZERO_RANGE = 0x01, 0x02, 0x10
+
+
+def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    if libc.fallocate(fd, mode, offset, length) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
 
 
 def drop(fd: int) -> None:
@@ -62,6 +76,21 @@ def test_fsx(mounter, share, share_url):
                 if off > len(model):
                     model.extend(bytes(off - len(model)))
                 model[off : off + n] = data
+            elif r < 0.44:
+                mode = rnd.choice([0, KEEP_SIZE, PUNCH_HOLE | KEEP_SIZE, ZERO_RANGE, ZERO_RANGE])
+                off = rnd.randrange(0, MAX_SIZE - 1)
+                n = min(rnd.randrange(1, 600 * KiB), MAX_SIZE - off)
+                log.append(f"{i} fallocate {mode:#x} {off} {n}")
+                fallocate(fd, mode, off, n)
+                end = off + n
+                if mode & (PUNCH_HOLE | ZERO_RANGE):
+                    stop = min(end, len(model)) if mode & KEEP_SIZE else end
+                    if stop > off:
+                        if stop > len(model):
+                            model.extend(bytes(stop - len(model)))
+                        model[off:stop] = bytes(stop - off)
+                if not mode & KEEP_SIZE and end > len(model):
+                    model.extend(bytes(end - len(model)))
             elif r < 0.48:
                 size = rnd.choice([0, rnd.randrange(0, len(model) + 1), rnd.randrange(0, MAX_SIZE)])
                 log.append(f"{i} truncate {size}")
