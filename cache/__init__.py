@@ -1,19 +1,37 @@
 """The LMDB-indexed local block cache. Knows nothing of FUSE or Azure; see API.md."""
 
 from .blockcache import BlockCache
-from .errors import CacheFull, CacheMismatch, CacheTooSmall
+from .errors import CacheFull, CacheMismatch, CacheTooSmall, PinTooLarge
 from .footprint import human_size, minimum_size
-from .results import Bound, CacheStats, Fetch, FileState, Token
+from .heat import ACCESS_GAP, HALF_LIFE
+from .results import (
+    REASONS,
+    Bound,
+    CacheStats,
+    EvictionCount,
+    Fetch,
+    FileInfo,
+    FileState,
+    TierCandidate,
+    Token,
+)
 
 __all__ = [
+    "ACCESS_GAP",
+    "HALF_LIFE",
+    "REASONS",
     "BlockCache",
     "Bound",
     "CacheFull",
     "CacheMismatch",
     "CacheStats",
     "CacheTooSmall",
+    "EvictionCount",
     "Fetch",
+    "FileInfo",
     "FileState",
+    "PinTooLarge",
+    "TierCandidate",
     "Token",
     "human_size",
     "minimum_size",

@@ -6,17 +6,21 @@ local data files) is synchronous on purpose: it hits the page cache and costs le
 to a worker thread. The only awaits are fetches from the remote, waiting for a fill another
 task started, and waiting for room when dirty+pinned data fill the cache.
 
-This module holds the lifecycle and the tiering calls. The shared state and its primitives
-are in state.py (CacheState); the behaviour is split by concern into mixins that subclass it:
-reading.py, writing.py (writes and shape changes), dirtyblocks.py (dirty tracking for the
-uploader), eviction.py, durability.py. On-disk formats: index.py (LMDB), datafile.py (sparse
-files), recovery.py. Every platform-specific call is in system.py.
+This module holds the lifecycle, the background upkeep and the numbers. The shared state and
+its primitives are in state.py (CacheState); the behaviour is split by concern into mixins
+that subclass it: reading.py, writing.py (writes and shape changes), dirtyblocks.py (dirty
+tracking for the uploader), eviction.py (the bound and the policies), tiering.py (pins, heat,
+what goes next), durability.py. Heat and the eviction orders: heat.py. On-disk formats:
+index.py (LMDB), datafile.py (sparse files), recovery.py. Every platform-specific call is in
+system.py.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import trio
@@ -24,20 +28,22 @@ import trio
 from . import recovery, system
 from .dirtyblocks import DirtyBlocks
 from .durability import Durability
-from .entry import CLEAN, DIRTY, MAX_RANGE, MIN_BLOCK, CachedFile
+from .entry import MAX_RANGE, MIN_BLOCK, CachedFile
 from .errors import CacheTooSmall
 from .eviction import Eviction
 from .footprint import MIN_BLOCKS, human_size
 from .index import Index
 from .mapped import MappedFile
 from .reading import Reading
-from .results import Bound, CacheStats, FileState
+from .results import REASONS, Bound, CacheStats, EvictionCount
+from .state import FETCH_BUCKETS, evictable
+from .tiering import Tiering
 from .writing import Writing
 
 log = logging.getLogger(__name__)
 
 
-class BlockCache(Reading, Writing, DirtyBlocks, Eviction, Durability):
+class BlockCache(Reading, Writing, DirtyBlocks, Eviction, Tiering, Durability):
     """Blocks of files keyed by an integer (the filesystem's inode number)."""
 
     #: pages of the LMDB index mapped into the process beyond this are unmapped (mapped.py)
@@ -54,6 +60,7 @@ class BlockCache(Reading, Writing, DirtyBlocks, Eviction, Durability):
         full_timeout: float,
         bound: Bound = "directory",
         other_reserve: int = 0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(
             directory,
@@ -64,6 +71,7 @@ class BlockCache(Reading, Writing, DirtyBlocks, Eviction, Durability):
             full_timeout=full_timeout,
             bound=bound,
             other_reserve=other_reserve,
+            clock=clock,
         )
         self._closed = False
         self._mapped = MappedFile(directory / "index.lmdb" / "data.mdb")
@@ -81,6 +89,7 @@ class BlockCache(Reading, Writing, DirtyBlocks, Eviction, Durability):
         full_timeout: float = 30.0,
         bound: Bound = "directory",
         other_reserve: int = 0,
+        clock: Callable[[], float] = time.time,
     ) -> BlockCache:
         """Create or open <directory>/index.lmdb and <directory>/data/.
 
@@ -88,7 +97,8 @@ class BlockCache(Reading, Writing, DirtyBlocks, Eviction, Durability):
         the data files alone (bound="data"). Raises CacheMismatch for a cache made for another
         share, block size or schema, and CacheTooSmall when max_bytes cannot hold what the
         directory holds besides data plus MIN_BLOCKS blocks. After a crash (the index was not
-        closed cleanly) it reconciles index and data files first."""
+        closed cleanly) it reconciles index and data files first. `clock`: the time of last
+        accesses, heat and tier_after (tests inject one)."""
         if block_size < MIN_BLOCK or block_size > MAX_RANGE or block_size & (block_size - 1):
             raise ValueError(f"block_size must be a power of two in [4 KiB, 4 MiB]: {block_size}")
         path = Path(directory)
@@ -109,6 +119,7 @@ class BlockCache(Reading, Writing, DirtyBlocks, Eviction, Durability):
                 full_timeout=full_timeout,
                 bound=bound,
                 other_reserve=other_reserve,
+                clock=clock,
             )
             if bound == "directory":
                 try:
@@ -153,13 +164,17 @@ class BlockCache(Reading, Writing, DirtyBlocks, Eviction, Durability):
 
     def _load(self) -> None:
         recs = self._index.load_files()
-        for key, rec in sorted(recs.items(), key=lambda kv: kv[1].atime):
+        for key, rec in recs.items():
             f = CachedFile(key, rec, fresh=False)
             self._files[key] = f
             self._by_id[f.data_id] = f
-            self._lru[f] = None
             self._used += f.used
             self._dirty += f.dirty
+            if f.pinned:
+                self._pin_in(f)
+        candidates = [f for f in self._files.values() if evictable(f)]
+        self._heat_order.rebuild(candidates)
+        self._date_order.rebuild(candidates)
         self._volatile = self._index.load_volatile()
 
     def close(self) -> None:
@@ -180,9 +195,9 @@ class BlockCache(Reading, Writing, DirtyBlocks, Eviction, Durability):
     ) -> None:
         """Background upkeep: the index and other files measured every `footprint_interval`
         (0.1 s: a few stat calls) and data evicted when they grew into its room (footprint.py),
-        free-space eviction every second, heat flush and commit every `commit_interval`
-        seconds, index pages unmapped when too many are mapped (checked every second: 0.3 ms).
-        Start with `await nursery.start(cache.run)`; cancel to stop."""
+        the free-space floor and tier_after checked every second, heat flush and commit every
+        `commit_interval` seconds, index pages unmapped when too many are mapped (checked
+        every second: 0.3 ms). Start with `await nursery.start(cache.run)`; cancel to stop."""
         task_status.started()
         last_commit = last_second = trio.current_time()
         stuck = (-1, -1)  # (used, limit) when eviction last could not get under the limit
@@ -206,6 +221,7 @@ class BlockCache(Reading, Writing, DirtyBlocks, Eviction, Durability):
                 stuck = (-1, -1) if self._make_room(0) else (self._used, self._limit())
             if not second:
                 continue
+            self._tier_aged()
             if now - last_commit >= commit_interval:
                 last_commit = now
                 if self._has_pending():
@@ -219,62 +235,22 @@ class BlockCache(Reading, Writing, DirtyBlocks, Eviction, Durability):
         if found and found.resident > self.index_rss_limit and self._mapped.trim(found):
             self.index_trims += 1
 
-    def pin(self, key: int) -> None:
-        f = self._get(key)
-        if not f.pinned:
-            f.pinned = True
-            self._meta_dirty.add(f)
-
-    def unpin(self, key: int) -> None:
-        f = self._files.get(key)
-        if f is not None and f.pinned:
-            f.pinned = False
-            self._meta_dirty.add(f)
-            self._space_freed()
-
-    def state(self, key: int, size: int) -> FileState:
-        f = self._files.get(key)
-        nblocks = (size + self.block_size - 1) >> self._shift
-        if f is None:
-            empty = nblocks == 0
-            return FileState(not empty, False, empty, False, False, 0)
-        f = self._get(key)
-        st = f.states
-        assert st is not None
-        sh = self._shift
-        present = sum(1 for b in range(min(nblocks, len(st))) if st[b] >= CLEAN)
-        local = sum(
-            1
-            for b in range(nblocks)
-            if (b < len(st) and st[b] >= CLEAN) or (b << sh) >= f.remote_valid
-        )
-        full = local == nblocks
-        tiered = not full and present == 0
-        return FileState(tiered, not full and not tiered, full, DIRTY in st, f.pinned, f.used)
-
-    def cached_bytes(self, key: int) -> int:
-        f = self._files.get(key)
-        return f.used if f is not None else 0
-
-    def blocks(self, key: int) -> dict[int, str]:
-        """block -> "clean"/"dirty" for every present block (status output, tests)."""
-        f = self._files.get(key)
-        if f is None:
-            return {}
-        st = self._get(key).states
-        assert st is not None
-        return {b: "dirty" if s == DIRTY else "clean" for b, s in enumerate(st) if s >= CLEAN}
-
     def data_path(self, key: int) -> Path | None:
         f = self._files.get(key)
         return self._data.path(f.data_id) if f is not None else None
 
     def stats(self) -> CacheStats:
-        pinned = sum(f.used for f in self._files.values() if f.pinned)
+        """Counters and sizes (results.CacheStats); a walk over the files (files_cached):
+        about 8 ms with 100,000."""
+        cumulative = []
+        total = 0
+        for bound, count in zip((*FETCH_BUCKETS, float("inf")), self._fetch_buckets, strict=True):
+            total += count
+            cumulative.append((bound, total))
         return CacheStats(
             used=self._used,
             dirty=self._dirty,
-            pinned=pinned,
+            pinned=self._pin_used,
             hits=self._hits,
             misses=self._misses,
             fetched=self._fetched,
@@ -283,4 +259,13 @@ class BlockCache(Reading, Writing, DirtyBlocks, Eviction, Durability):
             max_bytes=self.max_bytes,
             files=len(self._files),
             reserved=self._reserved(),
+            hit_bytes=self._hit_bytes,
+            fetches=self._fetches,
+            fetch_failures=self._fetch_failures,
+            fetch_seconds=self._fetch_seconds,
+            fetch_buckets=tuple(cumulative),
+            evicted_by={r: EvictionCount(*self._evicted_by[r]) for r in REASONS},
+            index_bytes=self._footprint.index,
+            files_cached=sum(1 for f in self._files.values() if f.used),
+            pin_bytes=self._pin_total,
         )

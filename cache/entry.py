@@ -47,7 +47,10 @@ class CachedFile:
         "used",
         "dirty",
         "atime",
+        "heat",
         "pinned",
+        "pin_size",
+        "pin_share",
         "states",
         "durable",
         "partial",
@@ -69,8 +72,11 @@ class CachedFile:
         self.length = rec.length
         self.used = rec.used  # bytes allocated by present blocks
         self.dirty = rec.dirty  # bytes allocated by dirty blocks
-        self.atime = rec.atime
+        self.atime = rec.atime  # last access (heat.py); 0.0 when never accessed
+        self.heat = rec.heat  # as of atime
         self.pinned = rec.pinned
+        self.pin_size = rec.pin_size  # what the pin reserves (tiering.py)
+        self.pin_share = 0  # max(pin_size, used) while pinned: its part of the pin total
         self.states: bytearray | None = None  # memory state per block
         self.durable = bytearray()  # what the durable index claims per block
         self.partial: dict[int, int] = {}  # block -> allocated bytes, when not a whole block
@@ -93,6 +99,8 @@ class CachedFile:
             self.dirty,
             self.atime,
             self.pinned,
+            self.heat,
+            self.pin_size,
         )
 
     def grow(self, nblocks: int) -> None:

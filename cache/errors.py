@@ -24,3 +24,14 @@ class CacheFull(OSError):
 
     def __init__(self, message: str = "local cache is full of dirty or pinned data") -> None:
         super().__init__(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)}: {message}")
+
+
+class PinTooLarge(CacheFull):
+    """A pin refused before anything changed: what is pinned already plus what was asked would
+    exceed what the data may use, less the data waiting for upload. The numbers are bytes."""
+
+    def __init__(self, message: str, *, pinned: int, available: int, asked: int) -> None:
+        super().__init__(message)
+        self.pinned = pinned
+        self.available = available
+        self.asked = asked

@@ -5,7 +5,9 @@ Named DBs (the filesystem opens its own beside these in the same environment):
 - ``cache.meta``: schema version, block size, share id, and the ``clean`` flag (b"1" only
   between a clean `close` and the next open; b"0" while open, so an open that finds b"0"
   knows the previous run crashed and reconciles).
-- ``cache.files``: key (``>Q`` inode number) -> FileRecord.
+- ``cache.files``: key (``>Q`` inode number) -> FileRecord. Schema 1 had no heat and no pin
+  size; opening such a cache rewrites its records once (`_migrate`), with heat 1 at the last
+  access, so eviction keeps the old least-recently-used order until files are used again.
 - ``cache.blocks``: ``>QQ`` (data id, block index) -> state byte + allocated bytes. A record
   is a *claim*: the data file holds this block (clean: equal to the remote; dirty: to upload).
   No record means the block is absent (a hole in the data file).
@@ -23,18 +25,22 @@ import lmdb
 
 from .errors import CacheMismatch
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MAP_SIZE = 64 << 30  # sparse: LMDB only grows the file as pages are used
 MAX_DBS = 64
 
 CLEAN = 2
 DIRTY = 3
 
-_FILE = struct.Struct("<QQQQQdB")  # data_id, remote_valid, length, used, dirty, atime, flags
+#: data_id, remote_valid, length, used, dirty, atime, flags, heat (as of atime), pin_size
+_FILE = struct.Struct("<QQQQQdBdQ")
+_FILE_V1 = struct.Struct("<QQQQQdB")  # schema 1: without heat and pin_size
 _KEY = struct.Struct(">Q")
 _BLOCK_KEY = struct.Struct(">QQ")
 _BLOCK_VAL = struct.Struct("<BI")
 FLAG_PINNED = 1
+#: older schema versions `Index` migrates at open (and what else it refuses)
+MIGRATES = (1,)
 
 
 @dataclass(slots=True)
@@ -44,19 +50,38 @@ class FileRecord:
     length: int
     used: int
     dirty: int
-    atime: float
+    atime: float  # last access (the cache's clock), 0.0 when never accessed
     pinned: bool
+    heat: float = 0.0  # as of atime (heat.py)
+    pin_size: int = 0  # what the pin reserved (tiering.py)
 
     def pack(self) -> bytes:
         flags = FLAG_PINNED if self.pinned else 0
         return _FILE.pack(
-            self.data_id, self.remote_valid, self.length, self.used, self.dirty, self.atime, flags
+            self.data_id,
+            self.remote_valid,
+            self.length,
+            self.used,
+            self.dirty,
+            self.atime,
+            flags,
+            self.heat,
+            self.pin_size,
         )
 
     @classmethod
     def unpack(cls, raw: bytes) -> FileRecord:
-        data_id, rv, length, used, dirty, atime, flags = _FILE.unpack(raw)
-        return cls(data_id, rv, length, used, dirty, atime, bool(flags & FLAG_PINNED))
+        data_id, rv, length, used, dirty, atime, flags, heat, pin_size = _FILE.unpack(raw)
+        return cls(
+            data_id, rv, length, used, dirty, atime, bool(flags & FLAG_PINNED), heat, pin_size
+        )
+
+    @classmethod
+    def unpack_v1(cls, raw: bytes) -> FileRecord:
+        """A schema-1 record: its last access counts as one use."""
+        data_id, rv, length, used, dirty, atime, flags = _FILE_V1.unpack(raw)
+        heat = 1.0 if atime > 0 else 0.0
+        return cls(data_id, rv, length, used, dirty, atime, bool(flags & FLAG_PINNED), heat)
 
 
 def key_bytes(key: int) -> bytes:
@@ -120,7 +145,7 @@ class Index:
                 txn.put(b"share_id", share_id.encode())
                 was_clean = True
             else:
-                if int(version) != SCHEMA_VERSION:
+                if int(version) not in MIGRATES and int(version) != SCHEMA_VERSION:
                     raise CacheMismatch(
                         f"cache index has schema version {int(version)}, this program knows "
                         f"only {SCHEMA_VERSION}; delete the cache directory to start afresh"
@@ -138,9 +163,20 @@ class Index:
                         "open it with that block size or use another cache directory"
                     )
                 was_clean = txn.get(b"clean", b"1") == b"1"
+                if int(version) != SCHEMA_VERSION:
+                    self._migrate(txn)
+                    txn.put(b"schema", str(SCHEMA_VERSION).encode())
             txn.put(b"clean", b"0")
         self.env.sync(True)
         return was_clean
+
+    def _migrate(self, txn: lmdb.Transaction) -> None:
+        """Schema 1 -> 2, in the transaction that checks the meta record: every file record
+        gains heat and a pin size (a crash before its commit leaves schema 1, migrated
+        again at the next open)."""
+        records = [(k, FileRecord.unpack_v1(bytes(v))) for k, v in txn.cursor(db=self.files)]
+        for k, rec in records:
+            txn.put(k, rec.pack(), db=self.files)
 
     def mark_clean_shutdown(self) -> None:
         with self.env.begin(write=True, db=self.meta) as txn:

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import logging
 import os
-import time
+from bisect import bisect_left
 
 import trio
 
 from .datafile import metadata_allowance, page_up, pwrite_all
 from .entry import ABSENT, CLEAN, FILLING, CachedFile, Fill
+from .heat import ACCESS_GAP, HALF_LIFE, RESOLUTION
 from .results import Fetch
-from .state import CacheState
+from .state import FETCH_BUCKETS, CacheState
 from .system import punch_hole
 
 log = logging.getLogger(__name__)
@@ -40,9 +41,15 @@ class Reading(CacheState):
                 if len(data) < end - offset:
                     data += bytes(end - offset - len(data))
                 self._hits += 1
+                self._hit_bytes += end - offset
                 f.length = size
-                f.atime = time.time()
-                self._lru.move_to_end(f)
+                now = self._clock()
+                dt = now - f.atime
+                if dt >= RESOLUTION:  # heat.access, inlined: this is the hot path
+                    f.heat = f.heat * 2.0 ** (-dt / HALF_LIFE) + (
+                        1.0 if dt >= ACCESS_GAP else dt / ACCESS_GAP
+                    )
+                    f.atime = now
                 self._meta_dirty.add(f)
                 return data
         return await self._read_slow(key, offset, end, size, fetch)
@@ -98,10 +105,12 @@ class Reading(CacheState):
             else:
                 assert wait is not None
                 await self._join_fill(wait, got)
-        if missed:
-            self._misses += 1
-        else:
-            self._hits += 1
+        if reply:  # read-ahead is not a read
+            if missed:
+                self._misses += 1
+            else:
+                self._hits += 1
+                self._hit_bytes += end - offset
         f.length = size
         self._touch(f)
         return self._assemble(f, offset, end, got) if reply else b""
@@ -164,6 +173,7 @@ class Reading(CacheState):
             f.inflight[b] = fill
         off = first << sh
         want = min(last << sh, f.remote_valid) - off
+        start = trio.current_time()
         try:
             data: bytes | memoryview = await fetch(off, want)
             if len(data) > want:
@@ -171,13 +181,30 @@ class Reading(CacheState):
         except BaseException as exc:
             fill.error = exc
             self._end_fill(f, fill)
+            if isinstance(exc, Exception):  # a cancelled fetch is no answer of the remote
+                self._fetch_ended(start, 0, False)
             raise
         self._fetched += len(data)
+        self._fetch_ended(start, len(data), True)
         fill.data = data
         if not fill.cancelled and not f.dead:
             self._store_fill(f, fill, data)
         self._end_fill(f, fill)
         self._take(fill, got)
+
+    def _fetch_ended(self, start: float, nbytes: int, ok: bool) -> None:
+        """Count one fetch (CacheStats) and hand it to `on_fetch`, whose errors are logged."""
+        seconds = trio.current_time() - start
+        self._fetches += 1
+        if not ok:
+            self._fetch_failures += 1
+        self._fetch_seconds += seconds
+        self._fetch_buckets[bisect_left(FETCH_BUCKETS, seconds)] += 1
+        if self.on_fetch is not None:
+            try:
+                self.on_fetch(seconds, nbytes, ok)
+            except Exception:
+                log.exception("cache: on_fetch callback failed")
 
     def _end_fill(self, f: CachedFile, fill: Fill) -> None:
         st = f.states

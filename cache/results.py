@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Literal, NamedTuple
 
 #: fetch(offset, length) -> remote bytes of [offset, offset+length); shorter at the remote's end.
 Fetch = Callable[[int, int], Awaitable[bytes]]
 
 #: what max_bytes bounds: the whole cache directory (the default), or the data files only
 Bound = Literal["directory", "data"]
+
+#: why clean data was evicted: room for new data under max_bytes ("size"), the free-space
+#: floor min_free_pct ("free_space"), tier_after ("date"), a tier() or evict() call ("command")
+REASONS = ("size", "free_space", "date", "command")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +53,8 @@ class FileState:
 
 @dataclass(frozen=True, slots=True)
 class CacheStats:
-    """Counters since open (hits, misses, fetched, evictions) and current sizes in bytes."""
+    """Counters since open (hits, misses, fetched, fetches, evictions) and current sizes in
+    bytes. Hits and misses count read() calls (read-ahead, `prefetch`, is neither)."""
 
     used: int  # bytes allocated on disk by present blocks
     dirty: int
@@ -64,3 +69,45 @@ class CacheStats:
     #: of max_bytes, what the index, directories and other files take or may take before
     #: the next measurement (footprint.py); the data may use the rest. 0 with bound="data".
     reserved: int = 0
+    hit_bytes: int = 0  # bytes of the reads served entirely from the cache (`hits`)
+    #: fetches from the remote that ended (failed ones included), those that raised, and
+    #: the seconds they took (trio's clock), also as cumulative buckets: (upper bound in
+    #: seconds, fetches that took at most that), the last bound math.inf (Prometheus' `le`)
+    fetches: int = 0
+    fetch_failures: int = 0
+    fetch_seconds: float = 0.0
+    fetch_buckets: tuple[tuple[float, int], ...] = ()
+    #: reason (REASONS) -> blocks and bytes evicted for it since open
+    evicted_by: dict[str, EvictionCount] = field(default_factory=dict)
+    index_bytes: int = 0  # the index as measured (index.lmdb/, the filesystem's tables too)
+    files_cached: int = 0  # files with data on disk
+    pin_bytes: int = 0  # what pins reserve (`pinned_bytes()`); `pinned` is what they hold
+
+
+class EvictionCount(NamedTuple):
+    blocks: int
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class TierCandidate:
+    """A file eviction would take next (`next_to_tier`): "date" when it was not accessed
+    for tier_after (the next check takes it whatever the free space), else "heat"."""
+
+    key: int
+    reason: Literal["date", "heat"]
+    heat: float  # now
+    last_access: float | None  # the cache's clock (time.time() seconds)
+    cached_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class FileInfo:
+    """What the cache holds of one file (`file_info`)."""
+
+    cached_bytes: int  # on disk, dirty included
+    dirty_bytes: int
+    pinned: bool
+    pin_bytes: int  # what its pin reserves (0 when not pinned)
+    last_access: float | None  # None: never accessed since it has a record
+    heat: float  # now

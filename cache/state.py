@@ -13,8 +13,7 @@ from __future__ import annotations
 import secrets
 import time
 from abc import ABC, abstractmethod
-from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import lmdb
@@ -23,8 +22,17 @@ import trio
 from .datafile import DataFiles, metadata_allowance
 from .entry import CLEAN, DIRTY, CachedFile, Fill
 from .footprint import Footprint
+from .heat import Order, access, last_access_key, order_key
 from .index import FileRecord, Index
-from .results import Bound, Fetch
+from .results import REASONS, Bound, Fetch
+
+#: upper bounds (seconds) of the fetch-latency buckets in CacheStats.fetch_buckets
+FETCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+def evictable(f: CachedFile) -> bool:
+    """Unpinned with a clean block (from the record's counters until its blocks are loaded)."""
+    return not f.pinned and not f.dead and f.used - f.overhead > f.dirty
 
 
 class CacheState(ABC):
@@ -37,6 +45,8 @@ class CacheState(ABC):
     free_space_interval = 1.0
     #: seconds between two measurements of the index and other files (`run`; footprint.py)
     footprint_interval = 0.1
+    #: the most files one check of tier_after tiers (the rest wait for the next second)
+    date_batch = 1000
 
     def __init__(
         self,
@@ -49,6 +59,7 @@ class CacheState(ABC):
         full_timeout: float,
         bound: Bound = "directory",
         other_reserve: int = 0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.directory = directory
         self._index = index
@@ -64,7 +75,15 @@ class CacheState(ABC):
         self._footprint = Footprint(directory, self._data, other_reserve=other_reserve)
         self._files: dict[int, CachedFile] = {}
         self._by_id: dict[int, CachedFile] = {}
-        self._lru: OrderedDict[CachedFile, None] = OrderedDict()  # oldest first
+        #: the clock of last accesses, heat and tier_after (seconds; time.time by default)
+        self._clock = clock
+        #: every live unpinned file with a clean block is in both (INVARIANTS.md 8)
+        self._heat_order: Order[CachedFile] = Order(order_key)  # coldest first
+        self._date_order: Order[CachedFile] = Order(last_access_key)  # least recent first
+        #: tier clean unpinned data of files not accessed for this long (seconds), if set
+        self.tier_after: float | None = None
+        #: called after every fetch with (seconds, bytes, ok); may be set at run time
+        self.on_fetch: Callable[[float, int, bool], None] | None = None
         self._used = 0
         self._dirty = 0
         self._gen = 0
@@ -81,6 +100,16 @@ class CacheState(ABC):
         self._fetched = 0
         self._evictions = 0
         self._evicted_bytes = 0
+        self._evicted_by = {r: [0, 0] for r in REASONS}  # reason -> [blocks, bytes]
+        self._hit_bytes = 0
+        self._fetches = 0
+        self._fetch_failures = 0
+        self._fetch_seconds = 0.0
+        self._fetch_buckets = [0] * (len(FETCH_BUCKETS) + 1)  # the last one: beyond them all
+        # pinned files: sum of pin_share (what pins reserve), of used and of dirty
+        self._pin_total = 0
+        self._pin_used = 0
+        self._pin_dirty = 0
 
     # --- entries and their block states
 
@@ -94,17 +123,18 @@ class CacheState(ABC):
         """The entry of `key` with its block states loaded; a new empty one if unknown."""
         f = self._files.get(key)
         if f is None:
-            rec = FileRecord(self._new_data_id(), 0, 0, 0, 0, time.time(), False)
+            rec = FileRecord(self._new_data_id(), 0, 0, 0, 0, 0.0, False)
             f = CachedFile(key, rec, fresh=True)
             f.states = bytearray()
             self._files[key] = f
             self._by_id[f.data_id] = f
-            self._lru[f] = None
         elif f.states is None:
             self._load_blocks(f)
         return f
 
     def _load_blocks(self, f: CachedFile) -> None:
+        if f.pinned:
+            self._pin_out(f)
         recs = self._index.load_blocks(f.data_id)
         n = recs[-1][0] + 1 if recs else 0
         st = bytearray(n)
@@ -127,14 +157,20 @@ class CacheState(ABC):
         self._used += used - f.used
         self._dirty += dirty - f.dirty
         f.used, f.dirty = used, dirty
+        if f.pinned:
+            self._pin_in(f)
 
     def _alloc(self, f: CachedFile, b: int) -> int:
         return f.partial.get(b, self.block_size)
 
     def _set_block(self, f: CachedFile, b: int, state: int, alloc: int = 0) -> None:
-        """Change one block's memory state, keeping every byte counter right."""
+        """Change one block's memory state, keeping every byte counter right (and the pin
+        totals, and the orders: a file that gains a clean block joins them)."""
         st = f.states
         assert st is not None
+        pinned = f.pinned
+        if pinned:
+            self._pin_out(f)
         old = st[b]
         if old >= CLEAN:
             old_alloc = f.partial.pop(b, self.block_size)
@@ -163,6 +199,23 @@ class CacheState(ABC):
         f.pending.add(b)
         self._pending_files.add(f)
         self._meta_dirty.add(f)
+        if pinned:
+            self._pin_in(f)
+        elif state == CLEAN:
+            self._heat_order.add(f)
+            self._date_order.add(f)
+
+    def _pin_out(self, f: CachedFile) -> None:
+        """Take a pinned file out of the pin totals (before its counters change)."""
+        self._pin_total -= f.pin_share
+        self._pin_used -= f.used
+        self._pin_dirty -= f.dirty
+
+    def _pin_in(self, f: CachedFile) -> None:
+        f.pin_share = max(f.pin_size, f.used)
+        self._pin_total += f.pin_share
+        self._pin_used += f.used
+        self._pin_dirty += f.dirty
 
     def _fd(self, f: CachedFile) -> int:
         if f.fresh:
@@ -175,9 +228,16 @@ class CacheState(ABC):
             return self._data.fd(f.data_id, create=True)
 
     def _touch(self, f: CachedFile) -> None:
-        f.atime = time.time()
-        self._lru.move_to_end(f)
+        """An access: heat and last access (heat.py), written by the next commit."""
+        access(f, self._clock())
         self._meta_dirty.add(f)
+
+    def _count_evicted(self, reason: str, blocks: int, nbytes: int) -> None:
+        self._evictions += blocks
+        self._evicted_bytes += nbytes
+        counts = self._evicted_by[reason]
+        counts[0] += blocks
+        counts[1] += nbytes
 
     def _space_freed(self) -> None:
         self._space_event.set()
@@ -198,6 +258,10 @@ class CacheState(ABC):
     @abstractmethod
     def _make_room(self, need: int, protect: tuple[CachedFile, int, int] | None = None) -> bool:
         """Evict until `need` more bytes fit under the bound (eviction.py)."""
+
+    @abstractmethod
+    def _reserved(self) -> int:
+        """Bytes of max_bytes the data may not use (eviction.py)."""
 
     @abstractmethod
     def _drop_clean(self, f: CachedFile, blocks: list[int], *, persist: bool = True) -> int:

@@ -203,7 +203,10 @@ class Writing(CacheState):
         f.dead = True
         del self._files[f.key]
         del self._by_id[f.data_id]
-        self._lru.pop(f, None)
+        if f.pinned:
+            self._pin_out(f)
+        self._heat_order.discard(f)
+        self._date_order.discard(f)
         self._pending_files.discard(f)
         self._meta_dirty.discard(f)
         self._unsynced.discard(f.data_id)

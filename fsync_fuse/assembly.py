@@ -22,6 +22,7 @@ import functools
 import logging
 import math
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -34,14 +35,19 @@ from fsync_fuse.control_server import ControlServer
 from fsync_fuse.dirreplies import DirReplies
 from fsync_fuse.fs import FS
 from fsync_fuse.handles import References
+from fsync_fuse.initial import initial_download
 from fsync_fuse.kattrs import KernelAttributes
 from fsync_fuse.leases import Leases
 from fsync_fuse.listing import Lister
-from fsync_fuse.namespace import ROOT, Namespace
+from fsync_fuse.metrics import Metrics
+from fsync_fuse.namespace import ROOT, MergeResult, Namespace
 from fsync_fuse.notify import KernelNotifier
+from fsync_fuse.pins import Pins
 from fsync_fuse.poller import Poller
 from fsync_fuse.reader import Reader
+from fsync_fuse.recall import CHANGED, Recaller
 from fsync_fuse.revalidate import Revalidator
+from fsync_fuse.settings import Settings
 from fsync_fuse.space import Space
 from fsync_fuse.writeback.dirty import DirtySet
 from fsync_fuse.writeback.pacing import Pacing
@@ -49,6 +55,9 @@ from fsync_fuse.writeback.queue import WriteBack
 from remote.base import Remote, RemoteError
 
 log = logging.getLogger(__name__)
+
+#: without a date policy, a file used within this long counts as used for proactive recall
+RECENT_USE = 86400.0
 
 
 class Mount:
@@ -64,6 +73,8 @@ class Mount:
     ) -> None:
         self.cfg, self.cache, self.remote = cfg, cache, remote
         self.refs = References()
+        #: a file changed elsewhere is fetched again when used within this (no date policy)
+        self.recent_use = RECENT_USE
         self.replies = DirReplies()
         self.ns = Namespace(
             cache.env, uid=os.getuid(), gid=os.getgid(), on_dir_change=self.replies.changed
@@ -82,7 +93,7 @@ class Mount:
             remote=remote,
             dirty=self.dirty,
             refs=self.refs,
-            on_merge=self.notifier.merged,
+            on_merge=self._merged,
             ttl=cfg.attr_timeout,
             list_ttl=cfg.listing_ttl,
             io_timeout=cfg.io_timeout,
@@ -118,6 +129,9 @@ class Mount:
             ttl=cfg.attr_timeout,
         )
         self.poller = Poller(ns=self.ns, lister=self.lister, interval=cfg.poll_interval)
+        self.settings = Settings(ns=self.ns, cache=cache, given=cfg.policies)
+        self.recaller = Recaller(ns=self.ns, cache=cache, dirty=self.dirty, reader=self.reader)
+        self.pins = Pins(ns=self.ns, cache=cache, lister=self.lister, recaller=self.recaller)
         self.space = Space(
             ns=self.ns, cache=cache, remote=remote, dirty=self.dirty, reader=self.reader
         )
@@ -130,7 +144,17 @@ class Mount:
             replies=self.replies,
             poller=self.poller,
             revalidator=self.revalidator,
+            cfg=cfg,
+            lister=self.lister,
+            remote=remote,
+            pins=self.pins,
+            recaller=self.recaller,
+            settings=self.settings,
+            tiering=cache,
+            uploads=self.writeback.uploader,
+            census=cache,
         )
+        self.metrics = Metrics(figures=self.control.figures)
         self.fs = FS(
             ns=self.ns,
             cache=cache,
@@ -147,10 +171,25 @@ class Mount:
             replies=self.replies,
             attrs=self.attrs,
             space=self.space,
+            pins=self.pins,
+            recaller=self.recaller,
             fsync_remote=cfg.fsync_remote,
             io_timeout=cfg.io_timeout,
             after_init=after_init,
         )
+
+    def _merged(self, dir_ino: int, res: MergeResult) -> None:
+        """A listing changed entries: the kernel is told, covered new files are pinned."""
+        self.notifier.merged(dir_ino, res)
+        self.pins.listed(dir_ino, res)
+        if self.settings.policies.proactive_recall:
+            # another site changed files this mount used: their new version comes now
+            window = self.settings.policies.tier_after or self.recent_use
+            now = time.time()
+            for rec in res.changed:
+                last = self.cache.last_access(rec.ino)
+                if last is not None and now - last < window:
+                    self.recaller.queue(rec.ino, CHANGED)
 
     def _name_changed(self, parent: int, name: str) -> None:
         """A conflict gave `name` in `parent` another meaning: the kernel forgets the name,
@@ -199,6 +238,20 @@ class Mount:
             await nursery.start(self.poller.run)
             await nursery.start(self.notifier.run)
             await nursery.start(self.control.run)
+            await nursery.start(self.recaller.run)
+            nursery.start_soon(self.pins.sweep)
+            nursery.start_soon(
+                functools.partial(
+                    initial_download,
+                    self.cfg.initial_download,
+                    ns=self.ns,
+                    cache=self.cache,
+                    lister=self.lister,
+                    recaller=self.recaller,
+                )
+            )
+            if self.cfg.metrics is not None:
+                await nursery.start(functools.partial(self.metrics.serve, *self.cfg.metrics))
             nursery.start_soon(flush_loop, self.ns, self.cache)
             task_status.started()
 

@@ -23,6 +23,11 @@ COMMANDS: list[str] = [
     "fsync_fuse.commands.mount",
     "fsync_fuse.commands.unmount",
     "fsync_fuse.commands.sync_now",
+    "fsync_fuse.commands.status",
+    "fsync_fuse.commands.pin",
+    "fsync_fuse.commands.recall",
+    "fsync_fuse.commands.tier",
+    "fsync_fuse.commands.policy",
     "remote.emulator.cli",
 ]
 

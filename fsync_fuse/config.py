@@ -74,6 +74,10 @@ class MountConfig:
     site_name: str = "site"
     #: longest a write waits for room when dirty and pinned data fill the cache (ENOSPC after)
     full_timeout: float = 30.0
+    #: tiering policies given explicitly (settings.py: name -> text); the rest persisted
+    policies: dict[str, str] = field(default_factory=dict)
+    initial_download: str = "namespace"
+    metrics: tuple[str, int] | None = None  # serve Prometheus metrics on (addr, port)
     creds: dict[str, Any] = field(default_factory=dict)
 
     @property

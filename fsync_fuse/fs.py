@@ -28,8 +28,10 @@ from fsync_fuse.kattrs import KernelAttributes
 from fsync_fuse.listing import Lister
 from fsync_fuse.namespace import ROOT, Namespace
 from fsync_fuse.notify import KernelNotifier
+from fsync_fuse.pins import Pins
 from fsync_fuse.poller import Poller
 from fsync_fuse.reader import Reader
+from fsync_fuse.recall import Recaller
 from fsync_fuse.revalidate import Revalidator
 from fsync_fuse.space import Space
 from fsync_fuse.writeback.dirty import DirtySet
@@ -98,6 +100,8 @@ class FS(pyfuse3.Operations):
         replies: DirReplies,
         attrs: KernelAttributes,
         space: Space,
+        pins: Pins,
+        recaller: Recaller,
         fsync_remote: bool = False,
         io_timeout: float = 60.0,
         after_init: Callable[[], None] | None = None,
@@ -113,6 +117,7 @@ class FS(pyfuse3.Operations):
         )
         self.refs, self.notifier, self.control = refs, notifier, control
         self.replies, self.attrs, self.space = replies, attrs, space
+        self.pins, self.recaller = pins, recaller
         self.fsync_remote = fsync_remote
         self.io_timeout = io_timeout
         #: called once, on the first open (kernel settings that INIT would overwrite)
@@ -238,6 +243,7 @@ class FS(pyfuse3.Operations):
         await self.lister.ensure(parent, refresh_stale=False)
         rec = self.ns.create(parent, text, kind, mode, ctx.uid, ctx.gid, target, rdev)
         self._entries_changed(parent)
+        self.pins.created(rec.ino)
         return rec
 
     @_errors
@@ -350,6 +356,8 @@ class FS(pyfuse3.Operations):
         self._entries_changed(parent_inode_old, parent_inode_new)
         if victim is not None and purged:
             self._drop_content(victim.ino)
+        if self.pins.explicit:
+            await self.pins.moved(_rec.ino)
 
     # ------------------------------------------------------------------ files
     @_errors
@@ -360,6 +368,7 @@ class FS(pyfuse3.Operations):
         rec = self.ns.must(inode)
         if rec.is_dir:
             raise pyfuse3.FUSEError(errno.EISDIR)
+        self.recaller.bump(inode)  # waiting for a background recall: it goes first
         writable = (flags & os.O_ACCMODE) != os.O_RDONLY
         self.poller.used(rec.parent)
         if (
@@ -488,7 +497,7 @@ class FS(pyfuse3.Operations):
     # ------------------------------------------------------------------ the control surface
     @_errors
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
-        return self.control.getxattr(inode, os.fsdecode(name))
+        return await self.control.getxattr_async(inode, os.fsdecode(name), ctx.uid)
 
     @_errors
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> Sequence[bytes]:

@@ -18,6 +18,7 @@ directory, parents before children, and returns when done.
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict
 
 import trio
@@ -54,7 +55,7 @@ class Poller:
         self._cursor = 0  # the sweep's position in the inode table
         self._full_lock = trio.Lock()
         #: counters for status and tests: passes, directories listed
-        self.stats = {"rounds": 0, "listed": 0, "full_passes": 0}
+        self.stats: dict[str, float] = {"rounds": 0, "listed": 0, "full_passes": 0}
 
     # ------------------------------------------------------------------ feeding
     def used(self, dir_ino: int) -> None:
@@ -93,6 +94,7 @@ class Poller:
 
     async def round(self) -> None:
         """One interval's worth: every hot directory, then a slice of the sweep."""
+        t0, listed0 = trio.current_time(), self.stats["listed"]
         hot = self._hot_dirs()
         found, nxt = self.ns.dirs_after(self._cursor, self.sweep_scan)
         sweep = [d for d in found if d not in self._hot]
@@ -103,6 +105,9 @@ class Poller:
             self._cursor = nxt  # 0: the table ended, start again next round
         await self._refresh_all(([ROOT] if ROOT not in hot else []) + hot + sweep)
         self.stats["rounds"] += 1
+        self.stats["last_at"] = time.time()
+        self.stats["last_seconds"] = trio.current_time() - t0
+        self.stats["last_listed"] = self.stats["listed"] - listed0
 
     async def _refresh_all(self, dirs: list[int]) -> None:
         async def one(ino: int) -> None:

@@ -11,6 +11,7 @@ import socket
 import sys
 
 from fsync_fuse.background import Ready
+from fsync_fuse.commands import tiering
 from fsync_fuse.config import (
     MountConfig,
     default_cache_dir,
@@ -196,6 +197,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="OPTS",
         help="mount(8)-style options, e.g. -o cache_size=10G,allow_other",
     )
+    tiering.add_options(p)
     p.set_defaults(func=run, manages_logging=True, _parser=p)
 
 
@@ -249,6 +251,9 @@ def build_config(args: argparse.Namespace) -> MountConfig:
         upload_leases=args.upload_leases,
         site_name=args.site_name or socket.gethostname().split(".")[0] or "site",
         creds=creds,
+        policies=tiering.given_policies(args),
+        initial_download=args.initial_download,
+        metrics=tiering.metrics_address(args.metrics),
     )
 
 
@@ -315,6 +320,10 @@ def check_values(args: argparse.Namespace) -> None:
             raise BadInput(f"{flag} {value:g}: must be a number of seconds, {need}")
     if args.remote_retries is not None and args.remote_retries < 0:
         raise BadInput(f"--remote-retries {args.remote_retries}: must be 0 or more")
+    try:
+        tiering.metrics_address(args.metrics)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
     from cache import human_size
 
     bs = args.block_size

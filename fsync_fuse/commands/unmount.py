@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 
-from cache.system import process_alive
 from fsync_fuse import control
 
 
@@ -154,6 +153,8 @@ def _finish(
         print(f"fsync-fuse: error: cannot unmount {mnt}: {reason}", file=sys.stderr)
         return 1
     if pid is not None:  # the daemon closes its cache on the way out: wait for that
+        from cache.system import process_alive  # (imports the cache: only when needed)
+
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and process_alive(pid):
             time.sleep(0.1)

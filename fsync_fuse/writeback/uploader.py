@@ -82,6 +82,13 @@ class Uploader:
         self._lease: dict[int, str] = {}  # ino -> lease id held by its upload
         self.scheduler_rounds = 0  # wake-ups of the scheduler (tests, status)
         self.last_error: str | None = None  # the latest failure (None after a success)
+        #: since mount: files uploaded, bytes sent, failed uploads (status, metrics)
+        self.stats = {"files": 0, "bytes": 0, "failures": 0}
+
+    @property
+    def in_flight(self) -> int:
+        """File uploads running now."""
+        return len(self._running)
 
     # ------------------------------------------------------------------ share paths
     @asynccontextmanager
@@ -172,6 +179,7 @@ class Uploader:
         try:
             async with self._files_limiter:
                 await self._upload(ino)
+            self.stats["files"] += 1
             f = self.dirty.get(ino)
             if f is not None:
                 f.attempts = 0
@@ -190,6 +198,7 @@ class Uploader:
             if self.dirty.is_dirty(ino):
                 self.dirty.due[ino] = trio.current_time()
         except RemoteError as exc:
+            self.stats["failures"] += 1
             if permanent(exc) and self.dirty.is_dirty(ino):
                 # never accepted as it is: set aside (its data stays), retried when it
                 # changes, is renamed, or at the next mount
@@ -211,6 +220,7 @@ class Uploader:
                     self.dirty.due.get(ino, math.inf), trio.current_time() + delay
                 )
         except Exception as exc:
+            self.stats["failures"] += 1
             log.exception("upload of inode %d failed unexpectedly; retrying in 60s", ino)
             self.last_error = f"upload failed: {exc!r}"
             if self.dirty.is_dirty(ino):
@@ -388,6 +398,7 @@ class Uploader:
                 else:
                     self.cache.mark_clean(ino, token)
                 sent += len(data)
+                self.stats["bytes"] += len(data)
 
         with single_error():  # a failed Put Range arrives as itself (backoff, last_error)
             async with trio.open_nursery() as n:

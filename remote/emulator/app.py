@@ -18,6 +18,7 @@ from ..naming import MAX_DEPTH, MAX_PATH, path_units
 from . import auth
 from .auth import OBJECT, SERVICE, SHARE
 from .context import Ctx, Route, RouteKey
+from .defaults import DEFAULT_ACCOUNT, DEFAULT_KEY
 from .errors import StorageError
 from .faults import Faults, Stats
 from .formats import iso_now_7, valid_component, valid_share_name
@@ -30,10 +31,6 @@ from .xmlbody import error_body
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ACCOUNT = "devstoreaccount1"
-DEFAULT_KEY = (
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-)
 DEFAULT_VERSION = "2025-01-05"
 
 

@@ -8,11 +8,14 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import trio
+from .defaults import DEFAULT_ACCOUNT, DEFAULT_KEY
 
-from .app import DEFAULT_ACCOUNT, DEFAULT_KEY, Emulator
-from .server import serve
+if TYPE_CHECKING:
+    import trio
+
+    from .app import Emulator
 
 log = logging.getLogger("remote.emulator")
 
@@ -70,6 +73,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
+    import trio  # (the app and trio only when the command runs: `fsync-fuse --help` stays fast)
+
+    from .app import Emulator
+
     args.data.mkdir(parents=True, exist_ok=True)
     try:
         app = Emulator(args.data, account=args.account, key=args.key, full_md5=args.full_md5)
@@ -92,6 +99,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _main(app: Emulator, host: str, port: int) -> None:
+    import trio
+
+    from .server import serve
+
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
         await nursery.start(serve, app, host, port)
@@ -105,6 +116,8 @@ async def _main(app: Emulator, host: str, port: int) -> None:
 
 
 async def _stop_on_signal(scope: trio.CancelScope) -> None:
+    import trio
+
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for _ in signals:
             log.info("stopping")

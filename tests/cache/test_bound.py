@@ -4,24 +4,17 @@
 from __future__ import annotations
 
 import errno
-import functools
 import os
-import random
 
 import pytest
 import trio
 
 from cache import BlockCache, CacheFull, CacheTooSmall, minimum_size
 from cache.footprint import MIN_BLOCKS, index_headroom
-from tests.cache.conftest import KiB, MiB
+from tests.cache.conftest import KiB, MiB, blob
 from tests.cache.remote_model import allocated, du
 
 BS = 64 * KiB
-
-
-@functools.cache
-def blob(n: int, seed: int) -> bytes:
-    return random.Random(seed).randbytes(n)
 
 
 async def test_reads_far_beyond_the_bound_stay_within_it(open_cache, remote):
@@ -58,13 +51,17 @@ async def test_reads_far_beyond_the_bound_stay_within_it(open_cache, remote):
     assert allocated(c) <= st.used <= max_bytes
 
 
-async def test_evicts_least_recently_used_files_first(open_cache, remote):
-    c = open_cache(max_bytes=6 * BS)
+async def test_evicts_the_coldest_files_first(open_cache, remote, clock):
+    """Files read once each, a minute apart: the least recently used is the coldest (heat
+    order among files used alike is LRU; tests/cache/test_heat.py shows where it is not)."""
+    c = open_cache(max_bytes=6 * BS, clock=clock)
     for k in (1, 2, 3):
         remote.put(k, blob(2 * BS, k))
         c.set_remote_valid(k, 2 * BS)
+        clock.advance(60)
         await c.read(k, 0, 2 * BS, size=2 * BS, fetch=remote.fetch(k))
-    await c.read(1, 0, 10, size=2 * BS, fetch=remote.fetch(1))  # 2 is now the oldest
+    clock.advance(60)
+    await c.read(1, 0, 10, size=2 * BS, fetch=remote.fetch(1))  # 2 is now the coldest
     remote.put(4, blob(BS, 4))
     c.set_remote_valid(4, BS)
     await c.read(4, 0, BS, size=BS, fetch=remote.fetch(4))
@@ -77,7 +74,7 @@ async def test_never_evicts_dirty_or_pinned(open_cache, remote):
     await c.write(1, 0, b"d" * (2 * BS), fetch=remote.fetch(1))
     remote.put(2, blob(BS, 2))
     c.set_remote_valid(2, BS)
-    c.pin(2)
+    c.pin(2, BS)
     await c.read(2, 0, BS, size=BS, fetch=remote.fetch(2))
     remote.put(3, blob(8 * BS, 3))
     c.set_remote_valid(3, 8 * BS)

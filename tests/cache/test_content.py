@@ -413,7 +413,7 @@ async def test_dirty_state_survives_restart(open_cache, remote):
     await c.write(1, 0, b"d" * 100, fetch=fetch)
     await c.write(2, BS, b"e" * 100, fetch=fetch)
     c.set_remote_valid(3, 10)
-    c.pin(3)
+    c.pin(3, 10)
     c.commit()
     c.close()
     c = open_cache()
@@ -436,7 +436,7 @@ async def test_pin_state_and_tier(open_cache, remote):
     assert str(c.state(1, len(data))) == "partial"
     await c.write(1, 2 * BS, b"x", fetch=remote.fetch(1))
     await c.read(1, 0, len(data), size=len(data), fetch=remote.fetch(1))
-    c.pin(1)
+    c.pin(1, len(data))
     s = c.state(1, len(data))
     assert (s.full, s.dirty, s.pinned, str(s)) == (True, True, True, "full,dirty,pinned")
     assert c.tier(1) == 0 and c.evict() == 0  # pinned: nothing leaves
@@ -448,15 +448,16 @@ async def test_pin_state_and_tier(open_cache, remote):
     assert c.stats().evictions == 2
 
 
-async def test_heat_survives_restart_and_orders_eviction(open_cache, remote):
-    c = open_cache()
+async def test_heat_survives_restart_and_orders_eviction(open_cache, remote, clock):
+    c = open_cache(clock=clock)
     for key in (1, 2, 3):
         remote.put(key, pattern(BS, seed=key))
         c.set_remote_valid(key, BS)
-    for key in (2, 3, 1):  # 2 is the least recently used
+    for key in (2, 3, 1):  # each read once, 2 first: the coldest
+        clock.advance(60)
         await c.read(key, 0, BS, size=BS, fetch=remote.fetch(key))
     c.close()
-    c = open_cache()
+    c = open_cache(clock=clock)
     assert c.evict(BS) == BS
     assert c.cached_bytes(2) == 0 and c.cached_bytes(3) == BS and c.cached_bytes(1) == BS
 

@@ -14,7 +14,7 @@ import tempfile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cache import BlockCache, CacheFull
+from cache import BlockCache, CacheFull, PinTooLarge
 from tests.cache.remote_model import ModelRemote, allocated
 
 BS = 4096
@@ -182,7 +182,16 @@ async def run_ops(directory: str, initial: dict[int, bytes], script) -> None:
                 await upload(cache, m, k, race, partial)
             elif name == "pin":
                 _, k, on = op
-                (cache.pin if on else cache.unpin)(k)
+                if not on:
+                    cache.unpin(k)
+                    continue
+                was = cache.state(k, len(m.content[k])).pinned
+                try:
+                    cache.pin(k, len(m.content[k]))
+                except PinTooLarge:
+                    assert cache.state(k, len(m.content[k])).pinned == was
+                    continue
+                assert cache.pinned_bytes() <= MAX_BYTES
         await check_all(cache, m)
         cache.close()
         cache = open_cache(directory)

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -194,6 +195,16 @@ class Share:
 
     def get(self, path: str) -> bytes:
         return self.client.get_file_client(path).download_file(max_concurrency=4).readall()
+
+    def set_mtime(self, path: str, seconds: float) -> None:
+        """Set a file's SMB last-write time (the mtime mounts show)."""
+        from datetime import datetime
+
+        from azure.storage.fileshare import ContentSettings
+
+        self.client.get_file_client(path).set_http_headers(
+            ContentSettings(), file_last_write_time=datetime.fromtimestamp(seconds, tz=UTC)
+        )
 
     def props(self, path: str):
         return self.client.get_file_client(path).get_file_properties()
