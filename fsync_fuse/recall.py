@@ -132,10 +132,13 @@ class Recaller(TaskOwner):
                 async with limiter:
                     await self.cache.prefetch(ino, off, RECALL_CHUNK, size=size, fetch=fetch)
 
-            with single_error():  # a failed GET arrives as itself
-                async with trio.open_nursery() as nursery:
-                    for off in range(0, size, RECALL_CHUNK):
-                        nursery.start_soon(chunk, off)
+            if size <= RECALL_CHUNK:  # most files: one GET, no nursery to pay for
+                await chunk(0)
+            else:
+                with single_error():  # a failed GET arrives as itself
+                    async with trio.open_nursery() as nursery:
+                        for off in range(0, size, RECALL_CHUNK):
+                            nursery.start_soon(chunk, off)
         except BaseException:
             self.stats["failures"] += 1
             raise

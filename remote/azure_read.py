@@ -167,6 +167,12 @@ class AzureReads(AzureCore):
 
         def run(kw: SdkKwargs) -> bytes:
             fc = self._file(path)
+            if self._fast is not None:
+                data = self._fast.get(
+                    fc.url, offset, length, trailing_dot=bool(fc.allow_trailing_dot)
+                )
+                if data is not None:
+                    return data
             if not self.use_public_download:
                 try:
                     op = fc._client.file.download  # noqa: SLF001

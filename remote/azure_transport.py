@@ -45,6 +45,7 @@ class AzureOptions:
     # buffer, filled by the socket in place (smaller reads cost a join, i.e. a copy under the GIL).
     block_size: int = MAX_RANGE
     trust_env: bool = True  # honour HTTP(S)_PROXY / NO_PROXY
+    fast_reads: bool = True  # ranged GETs without the SDK's pipeline (azure_fastget)
 
 
 class CallStats:
@@ -58,6 +59,9 @@ class CallStats:
         self.retries = 0
 
     def on_request(self, _request: PipelineRequest[HttpRequest]) -> None:  # in worker threads
+        self.count_request()
+
+    def count_request(self) -> None:
         with self._lock:
             self.http_requests += 1
 

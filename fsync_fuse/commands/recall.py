@@ -204,7 +204,8 @@ class Recall:
         self.todo: queue.SimpleQueue[Item] = queue.SimpleQueue()
         for it in items:
             self.todo.put(it)
-        self.results: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
+        #: each worker's outcomes, then None when it ends
+        self.results: queue.SimpleQueue[Outcome | None] = queue.SimpleQueue()
         self.stop = threading.Event()
         self.retries = retries
         self.workers = [
@@ -213,6 +214,12 @@ class Recall:
         ]
 
     def _work(self) -> None:
+        try:
+            self._work_items()
+        finally:
+            self.results.put(None)
+
+    def _work_items(self) -> None:
         while not self.stop.is_set():
             try:
                 item = self.todo.get_nowait()
@@ -240,13 +247,18 @@ class Recall:
             w.start()
 
     def outcomes(self) -> Any:
-        """Each outcome as it arrives, until every worker ended."""
-        while True:
+        """Each outcome as it arrives, until every worker ended. (The timeout only keeps
+        Ctrl-C prompt.)"""
+        running = len(self.workers)
+        while running:
             try:
-                yield self.results.get(timeout=0.2)
+                out = self.results.get(timeout=0.2)
             except queue.Empty:
-                if not any(w.is_alive() for w in self.workers) and self.results.empty():
-                    return
+                continue
+            if out is None:
+                running -= 1
+            else:
+                yield out
 
 
 def run(args: argparse.Namespace) -> int:
