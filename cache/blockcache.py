@@ -235,6 +235,10 @@ class BlockCache(Reading, Writing, DirtyBlocks, Eviction, Tiering, Durability):
         if found and found.resident > self.index_rss_limit and self._mapped.trim(found):
             self.index_trims += 1
 
+    def keys(self) -> list[int]:
+        """Every key the cache holds a record of (content, a pin or a known remote size)."""
+        return list(self._files)
+
     def data_path(self, key: int) -> Path | None:
         f = self._files.get(key)
         return self._data.path(f.data_id) if f is not None else None

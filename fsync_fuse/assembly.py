@@ -48,6 +48,9 @@ from fsync_fuse.reader import Reader
 from fsync_fuse.recall import CHANGED, Recaller
 from fsync_fuse.revalidate import Revalidator
 from fsync_fuse.settings import Settings
+from fsync_fuse.snapadmin import SnapshotAdmin
+from fsync_fuse.snapfs import SnapFS
+from fsync_fuse.snaptree import SnapshotTree, drop_leftovers
 from fsync_fuse.space import Space
 from fsync_fuse.writeback.dirty import DirtySet
 from fsync_fuse.writeback.pacing import Pacing
@@ -135,6 +138,25 @@ class Mount:
         self.space = Space(
             ns=self.ns, cache=cache, remote=remote, dirty=self.dirty, reader=self.reader
         )
+        self.snapshots = (
+            SnapshotTree(
+                remote=remote,
+                cache=cache,
+                owner=self.ns.owner,
+                name=cfg.snapshot_dir,
+                ttl=cfg.listing_ttl,
+                on_gone=self.notifier.name_changed,
+            )
+            if cfg.snapshot_dir
+            else None
+        )
+        self.snapshot_admin = SnapshotAdmin(
+            remote=remote,
+            ns=self.ns,
+            writeback=self.writeback,
+            site=cfg.site_name,
+            tree=self.snapshots,
+        )
         self.control = ControlServer(
             ns=self.ns,
             cache=cache,
@@ -153,6 +175,7 @@ class Mount:
             tiering=cache,
             uploads=self.writeback.uploader,
             census=cache,
+            snapshots=self.snapshot_admin,
         )
         self.metrics = Metrics(figures=self.control.figures)
         self.fs = FS(
@@ -173,6 +196,7 @@ class Mount:
             space=self.space,
             pins=self.pins,
             recaller=self.recaller,
+            snapfs=SnapFS(tree=self.snapshots, attrs=self.attrs) if self.snapshots else None,
             fsync_remote=cfg.fsync_remote,
             io_timeout=cfg.io_timeout,
             after_init=after_init,
@@ -202,6 +226,7 @@ class Mount:
         attributes if never read, and everything dirty or queued goes out as soon as it can."""
         for ino in self.ns.purge_orphans():
             self.cache.delete(ino)
+        drop_leftovers(self.cache)  # snapshot content of a previous run (snaptree.py)
         root = self.ns.get(ROOT)
         if root is not None and not root.meta_known:
             try:

@@ -28,6 +28,9 @@ COMMANDS: list[str] = [
     "fsync_fuse.commands.recall",
     "fsync_fuse.commands.tier",
     "fsync_fuse.commands.policy",
+    "fsync_fuse.commands.snapshot",
+    "fsync_fuse.commands.versions",
+    "fsync_fuse.commands.restore",
     "remote.emulator.cli",
 ]
 

@@ -78,6 +78,8 @@ class MountConfig:
     policies: dict[str, str] = field(default_factory=dict)
     initial_download: str = "namespace"
     metrics: tuple[str, int] | None = None  # serve Prometheus metrics on (addr, port)
+    #: the read-only directory of share snapshots in the mount root; None: not shown
+    snapshot_dir: str | None = ".snapshots"
     creds: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -110,7 +110,28 @@ ACTION_UNPIN = "unpin"
 ACTION_RECALL = "recall"
 ACTION_TIER = "tier"
 ACTION_SET = "set"
-ACTIONS = (ACTION_PIN, ACTION_UNPIN, ACTION_RECALL, ACTION_TIER, ACTION_SET)
+#: on the root: `snapshot.create`, `snapshot.list`, `snapshot.delete`, arguments as a query
+#: (`do.snapshot.create?wait=600&keep=3`); on a file: `versions`
+ACTION_SNAPSHOT = "snapshot"
+ACTION_VERSIONS = "versions"
+ACTIONS = (
+    ACTION_PIN,
+    ACTION_UNPIN,
+    ACTION_RECALL,
+    ACTION_TIER,
+    ACTION_SET,
+    ACTION_SNAPSHOT,
+    ACTION_VERSIONS,
+)
+
+
+def with_args(action: str, **args: object) -> str:
+    """An action name carrying arguments (None values left out); at most 255 bytes in all."""
+    from urllib.parse import urlencode
+
+    query = urlencode({k: v for k, v in args.items() if v is not None})
+    return f"{action}?{query}" if query else action
+
 
 #: what listxattr shows on the root (the writable ones are commands, not values; actions
 #: are never listed)

@@ -14,6 +14,7 @@ import errno
 import logging
 import os
 from typing import Any
+from urllib.parse import parse_qsl
 
 import pyfuse3
 import trio
@@ -38,6 +39,7 @@ from fsync_fuse.namespace import ROOT, Namespace
 from fsync_fuse.poller import Poller
 from fsync_fuse.reader import Reader
 from fsync_fuse.revalidate import Revalidator
+from fsync_fuse.snapadmin import Keep, SnapshotAdmin
 from fsync_fuse.tasks import TaskOwner
 from fsync_fuse.writeback.dirty import DirtySet
 from fsync_fuse.writeback.queue import WriteBack
@@ -74,7 +76,9 @@ class ControlServer(TaskOwner):
         tiering: TieringCache | None = None,
         census: FileCensus | None = None,
         uploads: UploadCounters | None = None,
+        snapshots: SnapshotAdmin | None = None,
     ) -> None:
+        self.snapshots = snapshots
         self.ns, self.cache, self.dirty, self.writeback = ns, cache, dirty, writeback
         self.reader = reader
         self.replies = replies
@@ -214,6 +218,8 @@ class ControlServer(TaskOwner):
                 return await self._recall(rec)
             if what == control.ACTION_TIER:
                 return self._tier(rec)
+            if what.startswith(control.ACTION_SNAPSHOT + ".") or what == control.ACTION_VERSIONS:
+                return await self._snapshot_action(rec, what)
             if what.startswith(control.ACTION_SET + "."):
                 return self._set(inode, what[len(control.ACTION_SET) + 1 :], uid)
             raise control.ActionError(f"unknown action {what!r}", errno.EINVAL)
@@ -241,6 +247,32 @@ class ControlServer(TaskOwner):
             req["running"] -= 1
         fresh = self.ns.get(rec.ino) or rec
         return control.action_ok(fetched=fetched, state=self.state(fresh))
+
+    async def _snapshot_action(self, rec: Inode, what: str) -> bytes:
+        if self.snapshots is None:
+            raise _unsupported("snapshots")
+        verb, _, query = what.partition("?")
+        args = dict(parse_qsl(query))
+        if verb == control.ACTION_VERSIONS:
+            if rec.kind != FILE:
+                raise control.ActionError("not a regular file", errno.EISDIR)
+            return control.json_bytes({"ok": True, **await self.snapshots.versions(rec.ino)})
+        if rec.ino != ROOT:
+            raise control.ActionError("snapshots are managed on the mount root", errno.EINVAL)
+        if verb == "snapshot.list":
+            return control.action_ok(**await self.snapshots.listing())
+        if verb == "snapshot.create":
+            wait = float(args["wait"]) if "wait" in args else None
+            keep = Keep(
+                last=_opt_int(args.get("keep")),
+                daily=_opt_int(args.get("keep_daily")),
+                hourly=_opt_int(args.get("keep_hourly")),
+            )
+            return control.action_ok(**await self.snapshots.create(wait=wait, keep=keep))
+        if verb == "snapshot.delete" and args.get("name"):
+            done = await self.snapshots.delete(args["name"], force=args.get("force") == "1")
+            return control.action_ok(**done)
+        raise control.ActionError(f"unknown action {what!r}", errno.EINVAL)
 
     def _tier(self, rec: Inode) -> bytes:
         if rec.kind != FILE:
@@ -311,6 +343,14 @@ class ControlServer(TaskOwner):
 def _count(text: str) -> int:
     """`user.fsync.next.<N>`'s N (the default when absent or not a number), at most 10000."""
     return min(int(text), 10000) if text.isdigit() else control.NEXT_DEFAULT
+
+
+def _opt_int(text: str | None) -> int | None:
+    if text is None:
+        return None
+    if not text.isdigit():
+        raise control.ActionError(f"not a count: {text!r}", errno.EINVAL)
+    return int(text)
 
 
 def _unsupported(what: str) -> control.ActionError:

@@ -9,11 +9,9 @@ handles (handles.py), attribute timeouts, and errno translation.
 from __future__ import annotations
 
 import errno
-import functools
 import logging
 import os
-from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from collections.abc import Callable, Sequence
 
 import pyfuse3
 import trio
@@ -23,6 +21,7 @@ from fsync_fuse import names
 from fsync_fuse.attrs import DIR, FILE, LINK, Inode, kind_of_mode
 from fsync_fuse.control_server import ControlServer
 from fsync_fuse.dirreplies import DirReplies
+from fsync_fuse.errmap import answer_errors
 from fsync_fuse.handles import Handle, References
 from fsync_fuse.kattrs import KernelAttributes
 from fsync_fuse.listing import Lister
@@ -33,48 +32,13 @@ from fsync_fuse.poller import Poller
 from fsync_fuse.reader import Reader
 from fsync_fuse.recall import Recaller
 from fsync_fuse.revalidate import Revalidator
+from fsync_fuse.snapfs import SnapFS, refuse
 from fsync_fuse.space import Space
 from fsync_fuse.writeback.dirty import DirtySet
 from fsync_fuse.writeback.queue import WriteBack
-from remote.base import Remote, RemoteError
+from remote.base import Remote
 
 log = logging.getLogger(__name__)
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _errors(
-    fn: Callable[Concatenate[FS, P], Coroutine[Any, Any, R]],
-) -> Callable[Concatenate[FS, P], Coroutine[Any, Any, R]]:
-    """Answer the kernel with an errno for every failure, logging one line for real ones."""
-
-    @functools.wraps(fn)
-    async def wrapper(self: FS, *args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return await fn(self, *args, **kwargs)
-        except pyfuse3.FUSEError:
-            raise
-        except RemoteError as exc:
-            log.warning("%s: %s", fn.__name__, exc)
-            raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
-        except OSError as exc:  # FsError, NameError_, CacheFull
-            if exc.errno not in (
-                errno.ENOENT,
-                errno.EEXIST,
-                errno.ENOTEMPTY,
-                errno.EINVAL,
-                errno.ENAMETOOLONG,
-            ):
-                log.info("%s: %s", fn.__name__, exc)
-            raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
-        except trio.Cancelled:
-            raise
-        except Exception:
-            log.exception("%s failed unexpectedly", fn.__name__)
-            raise pyfuse3.FUSEError(errno.EIO) from None
-
-    return wrapper
 
 
 class FS(pyfuse3.Operations):
@@ -102,6 +66,7 @@ class FS(pyfuse3.Operations):
         space: Space,
         pins: Pins,
         recaller: Recaller,
+        snapfs: SnapFS | None = None,
         fsync_remote: bool = False,
         io_timeout: float = 60.0,
         after_init: Callable[[], None] | None = None,
@@ -118,6 +83,8 @@ class FS(pyfuse3.Operations):
         self.refs, self.notifier, self.control = refs, notifier, control
         self.replies, self.attrs, self.space = replies, attrs, space
         self.pins, self.recaller = pins, recaller
+        #: the read-only snapshot tree: inodes and handles from snaptree.SNAP_BASE up
+        self.snapfs = snapfs
         self.fsync_remote = fsync_remote
         self.io_timeout = io_timeout
         #: called once, on the first open (kernel settings that INIT would overwrite)
@@ -148,15 +115,27 @@ class FS(pyfuse3.Operations):
         for d in dict.fromkeys(dirs):
             self.dirty.mark_dir(d)
 
+    def _snap(self, n: int) -> SnapFS | None:
+        """The snapshot tree when inode or handle `n` is one of its."""
+        return self.snapfs if self.snapfs is not None and self.snapfs.owns(n) else None
+
+    def _writable(self, *inodes: int) -> None:
+        if any(self._snap(i) for i in inodes):
+            raise refuse()
+
     def _busy(self) -> None:
         """A local change: background work holds back while they keep coming (pacing.py)."""
         self.writeback.local_change()
 
     # ------------------------------------------------------------------ lookups
-    @_errors
+    @answer_errors
     async def lookup(
         self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext | None = None
     ) -> pyfuse3.EntryAttributes:
+        if sn := self._snap(parent_inode):
+            return await sn.lookup(parent_inode, name)
+        if parent_inode == ROOT and self.snapfs is not None and name == self.snapfs.name:
+            return await self.snapfs.lookup_root()
         if len(name) > names.MAX_NAME:
             raise pyfuse3.FUSEError(errno.ENAMETOOLONG)
         try:
@@ -181,18 +160,22 @@ class FS(pyfuse3.Operations):
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         for ino, n in inode_list:
             try:
-                if not self.refs.lookups.forget(ino, n):
+                if sn := self._snap(ino):
+                    sn.forget(ino, n)
+                elif not self.refs.lookups.forget(ino, n):
                     self._maybe_purge(ino)
             except Exception:  # forget must never raise
                 log.exception("forget of inode %d failed", ino)
 
-    @_errors
+    @answer_errors
     async def getattr(
         self, inode: int, ctx: pyfuse3.RequestContext | None = None
     ) -> pyfuse3.EntryAttributes:
+        if sn := self._snap(inode):
+            return await sn.getattr(inode)
         return self.attrs(self.ns.must(inode))
 
-    @_errors
+    @answer_errors
     async def setattr(
         self,
         inode: int,
@@ -201,6 +184,7 @@ class FS(pyfuse3.Operations):
         fh: int | None,
         ctx: pyfuse3.RequestContext,
     ) -> pyfuse3.EntryAttributes:
+        self._writable(inode)
         self._busy()
         rec = self.ns.must(inode)
         is_file = rec.kind == FILE
@@ -237,6 +221,7 @@ class FS(pyfuse3.Operations):
         target: str | None = None,
         rdev: int = 0,
     ) -> Inode:
+        self._writable(parent)
         self._busy()
         text = names.decode(name)
         names.check(text)
@@ -246,7 +231,7 @@ class FS(pyfuse3.Operations):
         self.pins.created(rec.ino)
         return rec
 
-    @_errors
+    @answer_errors
     async def create(
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
@@ -255,7 +240,7 @@ class FS(pyfuse3.Operations):
         self._kernel_cver[rec.ino] = rec.cver
         return pyfuse3.FileInfo(fh=fh, keep_cache=True), self._counted(rec)
 
-    @_errors
+    @answer_errors
     async def mknod(
         self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
@@ -265,13 +250,13 @@ class FS(pyfuse3.Operations):
         # fifos, sockets and device nodes: marked empty files (attrs.py)
         return self._counted(await self._new(parent_inode, name, kind, mode, ctx, rdev=rdev))
 
-    @_errors
+    @answer_errors
     async def mkdir(
         self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         return self._counted(await self._new(parent_inode, name, DIR, mode, ctx))
 
-    @_errors
+    @answer_errors
     async def symlink(
         self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
@@ -280,7 +265,7 @@ class FS(pyfuse3.Operations):
         self.cache.set_remote_valid(rec.ino, 0)
         return self._counted(rec)
 
-    @_errors
+    @answer_errors
     async def link(
         self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
@@ -289,8 +274,10 @@ class FS(pyfuse3.Operations):
         log.info("refusing hard link: the share cannot hold two names for one file")
         raise pyfuse3.FUSEError(errno.EPERM)
 
-    @_errors
+    @answer_errors
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
+        if sn := self._snap(inode):
+            return await sn.readlink(inode)
         rec = self.ns.must(inode)
         if rec.kind != LINK:
             raise pyfuse3.FUSEError(errno.EINVAL)
@@ -300,8 +287,9 @@ class FS(pyfuse3.Operations):
         return os.fsencode(rec.target or "")
 
     # ------------------------------------------------------------------ removing, renaming
-    @_errors
+    @answer_errors
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self._writable(parent_inode)
         self._busy()
         rec, purged = self.ns.remove(
             parent_inode,
@@ -314,8 +302,9 @@ class FS(pyfuse3.Operations):
         if purged:
             self._drop_content(rec.ino)
 
-    @_errors
+    @answer_errors
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self._writable(parent_inode)
         self._busy()
         text = names.decode(name)
         child = self.ns.lookup(parent_inode, text)
@@ -325,7 +314,7 @@ class FS(pyfuse3.Operations):
         self.ns.remove(parent_inode, text, is_dir=True, referenced=self.refs.referenced)
         self._entries_changed(parent_inode)
 
-    @_errors
+    @answer_errors
     async def rename(
         self,
         parent_inode_old: int,
@@ -335,6 +324,7 @@ class FS(pyfuse3.Operations):
         flags: int,
         ctx: pyfuse3.RequestContext,
     ) -> None:
+        self._writable(parent_inode_old, parent_inode_new)
         self._busy()
         if flags & pyfuse3.RENAME_EXCHANGE:
             log.info("refusing RENAME_EXCHANGE: the share cannot swap two entries atomically")
@@ -360,11 +350,13 @@ class FS(pyfuse3.Operations):
             await self.pins.moved(_rec.ino)
 
     # ------------------------------------------------------------------ files
-    @_errors
+    @answer_errors
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         after_init, self.after_init = self.after_init, None
         if after_init is not None:  # the kernel took our INIT reply by now
             after_init()
+        if sn := self._snap(inode):
+            return await sn.open(inode, flags)
         rec = self.ns.must(inode)
         if rec.is_dir:
             raise pyfuse3.FUSEError(errno.EISDIR)
@@ -399,12 +391,14 @@ class FS(pyfuse3.Operations):
         self.lister.share_down = True
         return None
 
-    @_errors
+    @answer_errors
     async def read(self, fh: int, off: int, size: int) -> bytes:
+        if sn := self._snap(fh):
+            return await sn.read(fh, off, size)
         h = self.refs.file(fh)
         return await self.reader.read(h.ino, off, size, h.ra)
 
-    @_errors
+    @answer_errors
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         self._busy()
         h = self.refs.file(fh)
@@ -414,7 +408,7 @@ class FS(pyfuse3.Operations):
         h.wrote = True
         return len(buf)
 
-    @_errors
+    @answer_errors
     async def fallocate(self, fh: int, mode: int, offset: int, length: int) -> None:
         """fallocate(2) (pyfuse3 gets the handler from scripts/pyfuse3_fallocate.py)."""
         self._busy()
@@ -430,13 +424,17 @@ class FS(pyfuse3.Operations):
             self.ns.flush()
             await self.cache.commit_async()
 
-    @_errors
+    @answer_errors
     async def flush(self, fh: int) -> None:
+        if self._snap(fh):
+            return
         self._busy()
         await self._commit(self.refs.file(fh))
 
-    @_errors
+    @answer_errors
     async def fsync(self, fh: int, datasync: bool) -> None:
+        if self._snap(fh):
+            return
         h = self.refs.file(fh)
         h.wrote = True
         await self._commit(h)
@@ -451,8 +449,10 @@ class FS(pyfuse3.Operations):
                 )
                 raise pyfuse3.FUSEError(errno.EIO)
 
-    @_errors
+    @answer_errors
     async def release(self, fh: int) -> None:
+        if sn := self._snap(fh):
+            return await sn.release(fh)
         self._busy()
         h, last = self.refs.close_file(fh)
         h.ra.reset()
@@ -464,14 +464,18 @@ class FS(pyfuse3.Operations):
                 self._maybe_purge(h.ino)
 
     # ------------------------------------------------------------------ directories
-    @_errors
+    @answer_errors
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        if sn := self._snap(inode):
+            return await sn.opendir(inode)
         self.poller.used(inode)
         await self.lister.ensure(inode, refresh_stale=True)
         return self.refs.open_dir(inode)
 
-    @_errors
+    @answer_errors
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        if sn := self._snap(fh):
+            return await sn.readdir(fh, start_id, token)
         counted = self.refs.lookups.add
         reply = pyfuse3.readdir_reply
         for off, name, attrs, ino in self.replies.replies(
@@ -482,33 +486,43 @@ class FS(pyfuse3.Operations):
             counted(ino)
 
     async def releasedir(self, fh: int) -> None:
+        if sn := self._snap(fh):
+            return sn.releasedir(fh)
         self.refs.close_dir(fh)
 
-    @_errors
+    @answer_errors
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
+        if self._snap(fh):
+            return
         self.ns.flush()
         await self.cache.commit_async()
 
     # ------------------------------------------------------------------ the share
-    @_errors
+    @answer_errors
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
         return await self.space.usage()
 
     # ------------------------------------------------------------------ the control surface
-    @_errors
+    @answer_errors
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        if self._snap(inode):
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
         return await self.control.getxattr_async(inode, os.fsdecode(name), ctx.uid)
 
-    @_errors
+    @answer_errors
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> Sequence[bytes]:
+        if self._snap(inode):
+            return []
         return [n.encode() for n in self.control.listxattr(inode)]
 
-    @_errors
+    @answer_errors
     async def setxattr(
         self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext
     ) -> None:
+        self._writable(inode)
         await self.control.setxattr(inode, os.fsdecode(name), value)
 
-    @_errors
+    @answer_errors
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self._writable(inode)
         raise pyfuse3.FUSEError(pyfuse3.ENOATTR)

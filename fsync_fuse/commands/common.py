@@ -8,7 +8,7 @@ import fnmatch
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +17,23 @@ from fsync_fuse import control
 
 class CommandError(Exception):
     """A one-line reason the command stops (printed as `fsync-fuse: error: ...`)."""
+
+
+def counter(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse `type` for a whole number from `low` (to `high`), with a one-line error."""
+    import argparse
+
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if n < low or (high is not None and n > high):
+            limits = f"from {low} to {high}" if high is not None else f"{low} or more"
+            raise argparse.ArgumentTypeError(f"{n}: must be {limits}")
+        return n
+
+    return parse
 
 
 def error(message: str) -> int:
@@ -195,3 +212,46 @@ def number(n: int | None) -> str:
 def count(n: int | None, word: str) -> str:
     """`1 file`, `2 files`, `? files`."""
     return f"{number(n)} {word}{'' if n == 1 else 's'}"
+
+
+def pending_left(st: control.Pending) -> str:
+    dirs = f", {st.dirs} directory times" if st.dirs else ""
+    return f"{st.files} files, {size(st.bytes)}, {st.ops} operations{dirs} left"
+
+
+def drain_and_wait(mnt: str, timeout: float | None, *, quiet: bool) -> control.Pending | None:
+    """Ask the mount to upload everything now and wait until its queue is empty, showing
+    what is left on stderr (a line every 5 s when it is not a terminal). Returns None when
+    drained (or the mount stopped answering), else what is left when `timeout` ran out."""
+    try:
+        control.send_control(mnt, control.CONTROL_DRAIN)  # upload now, not after the delay
+    except OSError:
+        pass
+    tty = sys.stderr.isatty() and not quiet
+    start = time.monotonic()
+    last_print = 0.0
+    shown = False
+    try:
+        while True:
+            st = control.read_pending(mnt)
+            if st is None or st.empty:
+                return None
+            now = time.monotonic()
+            if timeout is not None and now - start > timeout:
+                return st
+            if not quiet and (tty or now - last_print >= 5):
+                msg = f"waiting for uploads: {pending_left(st)}"
+                if st.error:
+                    msg += f" ({st.error})"
+                print(
+                    ("\r" + msg + "\033[K") if tty else msg,
+                    end="" if tty else "\n",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                last_print = now
+                shown = True
+            time.sleep(0.2)
+    finally:
+        if shown and tty:
+            print(file=sys.stderr)

@@ -124,6 +124,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="this site's name in conflict copies, <name>-<site>.<ext> (default: the hostname)",
     )
     p.add_argument(
+        "--snapshot-dir",
+        metavar="NAME",
+        default=".snapshots",
+        help="the read-only directory in the mount root that holds the share's snapshots, one "
+        "directory per snapshot named @GMT-YYYY.MM.DD-HH.MM.SS; not listed in the root (find, "
+        "du and backups do not walk into it) but reachable by name (default .snapshots)",
+    )
+    p.add_argument(
+        "--no-snapshot-dir",
+        action="store_true",
+        help="do not show the share's snapshots in the mount",
+    )
+    p.add_argument(
         "--upload-leases",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -254,6 +267,7 @@ def build_config(args: argparse.Namespace) -> MountConfig:
         policies=tiering.given_policies(args),
         initial_download=args.initial_download,
         metrics=tiering.metrics_address(args.metrics),
+        snapshot_dir=None if args.no_snapshot_dir else args.snapshot_dir,
     )
 
 
@@ -329,6 +343,14 @@ def check_values(args: argparse.Namespace) -> None:
     bs = args.block_size
     if bs & (bs - 1) or not 4096 <= bs <= 4 << 20:
         raise BadInput(f"--block-size {human_size(bs)}: must be a power of two from 4K to 4M")
+    if not args.no_snapshot_dir:
+        from fsync_fuse.names import why_invalid
+
+        why = why_invalid(args.snapshot_dir)
+        if why is None and "/" in args.snapshot_dir:
+            why = "contains a /"
+        if why:
+            raise BadInput(f"--snapshot-dir {args.snapshot_dir!r}: {why}")
     if args.site_name is not None:
         from fsync_fuse.names import why_invalid
 

@@ -27,6 +27,7 @@ from fsync_fuse.commands.common import (
     CommandError,
     ask,
     count,
+    counter,
     duration,
     error,
     info,
@@ -44,24 +45,8 @@ PLAIN_EVERY = 1.0
 RETRY_ERRNOS = (errno.EIO, errno.EAGAIN, errno.ETIMEDOUT, errno.ECONNRESET, errno.EBUSY)
 
 
-def _threads(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 1 <= n <= MAX_THREADS:
-        raise argparse.ArgumentTypeError(f"{n}: must be from 1 to {MAX_THREADS}")
-    return n
-
-
-def _retries(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"{n}: must be 0 or more")
-    return n
+_threads = counter(1, MAX_THREADS)
+_retries = counter(0)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -148,8 +133,9 @@ def plan(
 class Progress:
     """tqdm on a terminal; plain lines (at most one per PLAIN_EVERY) otherwise."""
 
-    def __init__(self, files: int, nbytes: int, *, quiet: bool) -> None:
+    def __init__(self, files: int, nbytes: int, *, quiet: bool, label: str = "recall") -> None:
         self.files, self.nbytes = files, nbytes
+        self.label = label
         self.done_files = self.done_bytes = 0
         self.start = self._last = time.monotonic()
         self.quiet = quiet
@@ -162,7 +148,7 @@ class Progress:
                 unit="B",
                 unit_scale=True,
                 unit_divisor=1024,
-                desc="recall",
+                desc=label,
                 file=sys.stderr,
                 dynamic_ncols=True,
             )
@@ -184,7 +170,7 @@ class Progress:
         left = self.nbytes - self.done_bytes
         eta = duration(left / bps) if bps else "?"
         print(
-            f"recall: {self.done_files}/{self.files} files, {size(self.done_bytes)}/"
+            f"{self.label}: {self.done_files}/{self.files} files, {size(self.done_bytes)}/"
             f"{size(self.nbytes)}, {rate(bps)}, ETA {eta}",
             file=sys.stderr,
             flush=True,

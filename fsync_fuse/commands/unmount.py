@@ -16,6 +16,7 @@ import sys
 import time
 
 from fsync_fuse import control
+from fsync_fuse.commands.common import drain_and_wait, pending_left
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -54,15 +55,6 @@ def _fusermount(path: str, lazy: bool) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True)
 
 
-def _human(nbytes: int) -> str:
-    n = float(nbytes)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
-
-
 def run(args: argparse.Namespace) -> int:
     mnt = os.path.abspath(args.mountpoint)
     if not os.path.ismount(mnt):
@@ -80,51 +72,17 @@ def run(args: argparse.Namespace) -> int:
             pass
         return _finish(mnt, _fusermount(mnt, True), pid, args)
 
-    try:
-        control.send_control(mnt, control.CONTROL_DRAIN)  # upload now, not after the delay
-    except OSError:
-        pass
-    tty = sys.stderr.isatty() and not args.quiet
-    start = time.monotonic()
-    last_print = 0.0
-    shown = False
-    while True:
-        st = control.read_pending(mnt)
-        if st is None or st.empty:
-            break
-        now = time.monotonic()
-        if args.timeout is not None and now - start > args.timeout:
-            if shown and tty:
-                print(file=sys.stderr)
-            print(
-                f"fsync-fuse: error: queue not drained after {args.timeout:.0f}s "
-                f"({_left(st)}); "
-                "still mounted (use --lazy to unmount anyway)",
-                file=sys.stderr,
-            )
-            return 1
-        if not args.quiet and (tty or now - last_print >= 5):
-            msg = f"waiting for uploads: {_left(st)}"
-            if st.error:
-                msg += f" ({st.error})"
-            print(
-                ("\r" + msg + "\033[K") if tty else msg,
-                end="" if tty else "\n",
-                file=sys.stderr,
-                flush=True,
-            )
-            last_print = now
-            shown = True
-        time.sleep(0.2)
-    if shown and tty:
-        print(file=sys.stderr)
+    left = drain_and_wait(mnt, args.timeout, quiet=args.quiet)
+    if left is not None:
+        print(
+            f"fsync-fuse: error: queue not drained after {args.timeout:.0f}s "
+            f"({pending_left(left)}); "
+            "still mounted (use --lazy to unmount anyway)",
+            file=sys.stderr,
+        )
+        return 1
     _report_stuck(mnt)
     return _finish(mnt, _fusermount(mnt, False), pid, args)
-
-
-def _left(st: control.Pending) -> str:
-    dirs = f", {st.dirs} directory times" if st.dirs else ""
-    return f"{st.files} files, {_human(st.bytes)}, {st.ops} operations{dirs} left"
 
 
 def _report_stuck(mnt: str) -> None:

@@ -183,6 +183,12 @@ class Share:
         self.client = ShareServiceClient.from_connection_string(connection_string).get_share_client(
             name
         )
+        self._cs, self._name = connection_string, name
+
+    def delete_snapshot(self, snapshot: str) -> None:
+        from azure.storage.fileshare import ShareClient
+
+        ShareClient.from_connection_string(self._cs, self._name, snapshot=snapshot).delete_share()
 
     def put(self, path: str, data: bytes) -> None:
         parts = path.split("/")[:-1]
