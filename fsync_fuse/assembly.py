@@ -154,6 +154,8 @@ class Mount:
             remote=remote,
             ns=self.ns,
             writeback=self.writeback,
+            lister=self.lister,
+            dirty=self.dirty,
             site=cfg.site_name,
             tree=self.snapshots,
         )

@@ -31,7 +31,7 @@ from fsync_fuse import names
 from fsync_fuse.attrs import Inode
 from fsync_fuse.namespace import Namespace
 from remote import naming
-from remote.base import AlreadyExists, NotFound, Remote, RemoteEntry
+from remote.base import AlreadyExists, LeaseConflict, NotFound, Remote, RemoteEntry
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,17 @@ class Conflicts:
             # remembered until the rename's answer arrives: should it be lost, the retried
             # upload finds the name empty and must not count another conflict
             self._aside[ino] = (entry.file_id, dst)
-            await self.remote.rename(path, dst, replace=False)
+            try:
+                await self.remote.rename(path, dst, replace=False)
+            except NotFound as exc:
+                # Another site moved that version aside first (its own conflict copy, so it
+                # is kept) and is placing its own: look again soon, as for a leased file.
+                if not exc.retried:  # a resent rename may have been ours: keep the record
+                    self._aside.pop(ino, None)
+                raise LeaseConflict(
+                    f"{path}: another site moved the share's version while this site was "
+                    "keeping it; checking again"
+                ) from None
             self._aside.pop(ino, None)
             self.ns.update(ino, remote_size=None, etag=None, file_id=None)
             self.announce(rec.parent, aside)

@@ -114,6 +114,8 @@ ACTION_SET = "set"
 #: (`do.snapshot.create?wait=600&keep=3`); on a file: `versions`
 ACTION_SNAPSHOT = "snapshot"
 ACTION_VERSIONS = "versions"
+#: on a file under `.snapshots/NAME/`: put it back in place by a share-side copy
+ACTION_RESTORE = "restore"
 ACTIONS = (
     ACTION_PIN,
     ACTION_UNPIN,
@@ -122,6 +124,7 @@ ACTIONS = (
     ACTION_SET,
     ACTION_SNAPSHOT,
     ACTION_VERSIONS,
+    ACTION_RESTORE,
 )
 
 

@@ -176,6 +176,23 @@ class ControlServer(TaskOwner):
             return await self.action(inode, name[len(control.DO) :], uid)
         return self.getxattr(inode, name)
 
+    async def snapshot_getxattr(self, inode: int, name: str) -> bytes:
+        """Reads of an entry of the snapshot tree: `do.restore` (a share-side restore of that
+        file in place); nothing else is there."""
+        if name != control.DO + control.ACTION_RESTORE or self.snapshots is None:
+            raise pyfuse3.FUSEError(ENOATTR)
+        tree = self.snapshots.tree
+        node = tree.must(inode) if tree is not None else None
+        if node is None or node.snapshot is None or node.rec.kind != FILE or not node.path:
+            return control.ActionError("not a file of a snapshot", errno.EINVAL).to_json()
+        try:
+            done = await self.snapshots.restore_file(node.snapshot, node.path)
+        except control.ActionError as exc:
+            return exc.to_json()
+        except RemoteError as exc:
+            return control.ActionError(str(exc), exc.errno, exc.transient).to_json()
+        return control.action_ok(**done)
+
     def listxattr(self, inode: int) -> list[str]:
         if inode == ROOT:
             return list(control.ROOT_READABLE)

@@ -123,6 +123,10 @@ class FS(pyfuse3.Operations):
         if any(self._snap(i) for i in inodes):
             raise refuse()
 
+    def _is_snapdir(self, parent: int, name: bytes) -> bool:
+        """The snapshot directory's name in the root (it shadows any entry of that name)."""
+        return parent == ROOT and self.snapfs is not None and name == self.snapfs.name
+
     def _busy(self) -> None:
         """A local change: background work holds back while they keep coming (pacing.py)."""
         self.writeback.local_change()
@@ -222,6 +226,8 @@ class FS(pyfuse3.Operations):
         rdev: int = 0,
     ) -> Inode:
         self._writable(parent)
+        if self._is_snapdir(parent, name):
+            raise pyfuse3.FUSEError(errno.EEXIST)
         self._busy()
         text = names.decode(name)
         names.check(text)
@@ -290,6 +296,8 @@ class FS(pyfuse3.Operations):
     @answer_errors
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         self._writable(parent_inode)
+        if self._is_snapdir(parent_inode, name):
+            raise refuse()
         self._busy()
         rec, purged = self.ns.remove(
             parent_inode,
@@ -305,6 +313,8 @@ class FS(pyfuse3.Operations):
     @answer_errors
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         self._writable(parent_inode)
+        if self._is_snapdir(parent_inode, name):
+            raise refuse()
         self._busy()
         text = names.decode(name)
         child = self.ns.lookup(parent_inode, text)
@@ -325,6 +335,10 @@ class FS(pyfuse3.Operations):
         ctx: pyfuse3.RequestContext,
     ) -> None:
         self._writable(parent_inode_old, parent_inode_new)
+        if self._is_snapdir(parent_inode_old, name_old) or self._is_snapdir(
+            parent_inode_new, name_new
+        ):
+            raise refuse()
         self._busy()
         if flags & pyfuse3.RENAME_EXCHANGE:
             log.info("refusing RENAME_EXCHANGE: the share cannot swap two entries atomically")
@@ -506,7 +520,7 @@ class FS(pyfuse3.Operations):
     @answer_errors
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
         if self._snap(inode):
-            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+            return await self.control.snapshot_getxattr(inode, os.fsdecode(name))
         return await self.control.getxattr_async(inode, os.fsdecode(name), ctx.uid)
 
     @answer_errors

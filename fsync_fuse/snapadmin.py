@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import errno
 import logging
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -19,10 +20,13 @@ import trio
 
 from fsync_fuse import snapnames
 from fsync_fuse.control import ActionError
-from fsync_fuse.namespace import Namespace
+from fsync_fuse.listing import Lister
+from fsync_fuse.namespace import NEW_PREFIX, ROOT, Namespace
+from fsync_fuse.namespace.tables import Gone
 from fsync_fuse.snaptree import SnapshotTree, snapshot_ns
+from fsync_fuse.writeback.dirty import DirtySet
 from fsync_fuse.writeback.queue import WriteBack
-from remote.base import NotFound, Remote, SnapshotInfo
+from remote.base import AuthFailed, NotFound, PermissionDenied, Remote, SnapshotInfo
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +49,13 @@ class Keep:
         return any(v is not None for v in (self.last, self.daily, self.hourly))
 
 
-def to_prune(ours: Iterable[str], keep: Keep) -> list[str]:
-    """The ids among `ours` (our snapshots) that `keep` does not keep, oldest first."""
-    newest_first = sorted(ours, reverse=True)
+def to_prune(ours: Iterable[str], keep: Keep, newest: str | None = None) -> list[str]:
+    """The ids among `ours` (our snapshots) that `keep` does not keep, oldest first.
+    `newest`, the one just made, comes first whatever its id (the service may give a new
+    snapshot the id of a deleted one made earlier in the same second) and is never pruned."""
+    newest_first = sorted((s for s in ours if s != newest), reverse=True)
+    if newest is not None:
+        newest_first.insert(0, newest)
     kept: set[str] = set(newest_first[: keep.last or 0])
     for n, width in ((keep.daily, 10), (keep.hourly, 13)):  # "YYYY-MM-DD", "YYYY-MM-DDTHH"
         if not n:
@@ -60,7 +68,16 @@ def to_prune(ours: Iterable[str], keep: Keep) -> list[str]:
                     break
                 periods.append(period)
                 kept.add(sid)  # the newest of its period
-    return sorted(s for s in newest_first if s not in kept)
+    return sorted(s for s in newest_first if s not in kept and s != newest)
+
+
+def refused(exc: AuthFailed | PermissionDenied, what: str) -> ActionError:
+    """The share refused a snapshot call: say which right is missing and what has it."""
+    return ActionError(
+        f"the mount's credentials may not {what} (the share answered {exc.code or exc}): a "
+        "share SAS cannot; mount with the account key or an account SAS that allows it",
+        errno.EACCES,
+    )
 
 
 def describe(info: SnapshotInfo, name: str) -> dict[str, Any]:
@@ -81,14 +98,20 @@ class SnapshotAdmin:
         remote: Remote,
         ns: Namespace,
         writeback: WriteBack,
+        lister: Lister,
+        dirty: DirtySet,
         site: str,
         tree: SnapshotTree | None,
     ) -> None:
         self.remote, self.ns, self.writeback, self.site = remote, ns, writeback, site
+        self.lister, self.dirty = lister, dirty
         self.tree = tree
 
     async def _infos(self) -> tuple[list[SnapshotInfo], dict[str, str]]:
-        infos = await self.remote.list_snapshots()
+        try:
+            infos = await self.remote.list_snapshots()
+        except (AuthFailed, PermissionDenied) as exc:
+            raise refused(exc, "list the share's snapshots") from None
         named = snapnames.names(i.snapshot for i in infos)
         return infos, {sid: name for name, sid in named.items()}
 
@@ -120,21 +143,17 @@ class SnapshotAdmin:
                     transient=True,
                 )
             stuck = self.writeback.stuck.items(limit=0)[0]
-        info = await self.remote.create_snapshot(metadata={MARK: "1", SITE: self.site})
+        try:
+            info = await self.remote.create_snapshot(metadata={MARK: "1", SITE: self.site})
+        except (AuthFailed, PermissionDenied) as exc:
+            raise refused(exc, "create share snapshots") from None
         log.info("made share snapshot %s", info.snapshot)
         pruned: list[str] = []
         infos, names = await self._infos()
         if keep.any:
             ours = [i.snapshot for i in infos if MARK in i.metadata and i.snapshot != info.snapshot]
-            # the new one always stays, and counts as one of those kept
-            shifted = Keep(
-                last=None if keep.last is None else max(0, keep.last - 1),
-                daily=keep.daily,
-                hourly=keep.hourly,
-            )
-            for sid in to_prune(ours + [info.snapshot], shifted):
-                if sid == info.snapshot:
-                    continue
+            # the new one is the newest: it counts as one of those kept, and always stays
+            for sid in to_prune(ours, keep, newest=info.snapshot):
                 await self.remote.delete_snapshot(sid)
                 log.info("pruned share snapshot %s", sid)
                 pruned.append(names.get(sid, sid))
@@ -165,6 +184,8 @@ class SnapshotAdmin:
             await self.remote.delete_snapshot(sid)
         except NotFound:
             pass  # gone meanwhile: what was asked is done
+        except (AuthFailed, PermissionDenied) as exc:
+            raise refused(exc, "delete share snapshots") from None
         await self._tree_changed()
         return {"name": names[sid], "id": sid}
 
@@ -217,6 +238,53 @@ class SnapshotAdmin:
             }
         return {"path": path, "versions": versions, "current": current}
 
+    async def restore_file(self, snapshot: str, path: str) -> dict[str, Any]:
+        """Put `path` back as it is in `snapshot`, in place, by a share-side copy (no byte
+        through this machine): copied under a hidden temporary name, renamed over the file,
+        then the directory is listed again, so the mount shows it at once. Only when the live
+        side is settled: a directory or file with queued operations or local changes answers
+        EAGAIN, and the command copies through the mount instead (keeping local edits)."""
+        *dirs, name = path.split("/")
+        parent = ROOT
+        for comp in dirs:
+            await self.lister.ensure(parent, refresh_stale=False)
+            rec = self.ns.lookup(parent, comp)
+            if rec is None or not rec.is_dir:
+                raise _unsettled(f"{comp!r} is not a directory here now")
+            parent = rec.ino
+        await self.lister.ensure(parent, refresh_stale=False)
+        try:
+            parent_path = self.ns.settled_path(parent)
+        except Gone:
+            parent_path = None
+        if parent_path is None or self.ns.outbox.has_child_ops(parent):
+            raise _unsettled("its directory has changes not on the share yet")
+        target = self.ns.lookup(parent, name)
+        if target is not None and target.is_dir:
+            raise ActionError(f"{path!r} is a directory now", errno.EISDIR)
+        if target is not None and self.dirty.busy(target.ino):
+            raise _unsettled("it has local changes not on the share yet")
+        tmp = f"{parent_path}/{NEW_PREFIX}restore-{uuid.uuid4().hex[:12]}".lstrip("/")
+        async with self.writeback.lock.exclusive():  # no upload or rename runs meanwhile
+            try:
+                await self.remote.copy_from_snapshot(snapshot, path, tmp)
+                await self.remote.rename(tmp, path, replace=True)
+            except BaseException:
+                with trio.CancelScope(shield=True), trio.move_on_after(30):
+                    try:
+                        await self.remote.delete_file(tmp)
+                    except Exception:  # noqa: BLE001 - gone already, or the share is down
+                        pass
+                raise
+        await self.lister.refresh(parent)
+        rec = self.ns.lookup(parent, name)
+        log.info("restored %r from snapshot %s on the share side", path, snapshot)
+        return {"path": path, "size": rec.size if rec is not None else None}
+
     async def _tree_changed(self) -> None:
         if self.tree is not None:
             await self.tree.refresh(force=True)
+
+
+def _unsettled(why: str) -> ActionError:
+    return ActionError(f"not restored on the share side: {why}", errno.EAGAIN, transient=True)

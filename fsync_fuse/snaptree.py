@@ -36,7 +36,7 @@ from fsync_fuse.attrs import DIR, FILE, LINK, Inode, has_marker
 from fsync_fuse.groups import single_error
 from fsync_fuse.namespace import ROOT
 from fsync_fuse.namespace.tables import FsError
-from remote.base import NotFound, Remote, RemoteEntry, RemoteError
+from remote.base import AuthFailed, NotFound, PermissionDenied, Remote, RemoteEntry, RemoteError
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,16 @@ class SnapshotTree:
         async with self._refresh_lock:
             if not force and self._clock() - self._listed_at < self.ttl:
                 return
-            infos = await self.remote.list_snapshots()
+            try:
+                infos = await self.remote.list_snapshots()
+            except (AuthFailed, PermissionDenied) as exc:
+                log.warning(
+                    "%s/ stays empty: the mount's credentials may not list the share's "
+                    "snapshots (%s); a share SAS cannot, the account key or an account SAS can",
+                    self.name,
+                    exc.code or exc,
+                )
+                raise FsError(errno.EACCES) from None
             self._listed_at = self._clock()
             self._apply(snapnames.names(i.snapshot for i in infos))
 

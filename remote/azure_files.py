@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import posixpath
+import time
 from collections.abc import Callable, Mapping
 from typing import Literal, TypedDict
+from urllib.parse import quote
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.fileshare import ContentSettings, ShareFileClient
@@ -19,6 +21,9 @@ from remote.azure_core import MAYBE_DIR, AzureCore, SdkKwargs, lease_kw, norm
 from remote.azure_parse import _header, entry_from_headers, format_smb_time
 from remote.azure_transport import MAX_RANGE
 from remote.base import NotFound, RemoteEntry, RemoteError
+
+#: longest wait for a share-side copy the service runs in the background (status "pending")
+COPY_WAIT = 600.0
 
 
 class CreateFileArgs(TypedDict):
@@ -56,6 +61,33 @@ def _create_args(
 
 class AzureFileWrites(AzureCore):
     """The file mutations of AzureFilesRemote."""
+
+    async def copy_from_snapshot(self, snapshot: str, src: str, dst: str) -> None:
+        src, dst = norm(src), norm(dst)
+        self._check_writable("copy", dst)
+        base = self._file(src).url  # the SDK's quoting; a SAS in it authorizes the source
+        source = f"{base}{'&' if '?' in base else '?'}sharesnapshot={quote(snapshot)}"
+
+        def run(kw: SdkKwargs) -> None:
+            fc = self._file(dst)
+            r = fc.start_copy_from_url(
+                source,
+                permission_key="source",
+                file_attributes="source",
+                file_creation_time="source",
+                file_last_write_time="source",
+                ignore_read_only=True,
+                **kw,
+            )
+            status = r.get("copy_status")
+            deadline = time.monotonic() + COPY_WAIT
+            while status == "pending" and time.monotonic() < deadline:
+                time.sleep(0.2)
+                status = fc.get_file_properties(**kw).copy.status
+            if status != "success":
+                raise RemoteError(f"copy of {src!r} from snapshot {snapshot}: {status}")
+
+        await self._call("copy_file", dst, run)
 
     async def create_file(
         self,

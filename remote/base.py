@@ -252,6 +252,12 @@ class Remote(ABC):
     @abstractmethod
     async def delete_file(self, path: str, *, lease_id: str | None = None) -> None: ...
 
+    async def copy_from_snapshot(self, snapshot: str, src: str, dst: str) -> None:
+        """Copy file `src` as it is in `snapshot` to `dst` on the share side (replacing `dst`),
+        with its content, metadata, SMB attributes and times; returns when the copy is done.
+        Sending it again after a lost answer does the same again (it is idempotent)."""
+        raise RemoteError(f"copy of {src!r} from snapshot {snapshot}: not supported here")
+
     # --- directories
     @abstractmethod
     async def mkdir(

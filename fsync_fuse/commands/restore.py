@@ -1,11 +1,14 @@
 """`fsync-fuse restore PATH --from SNAPSHOT [--to DEST]`: put a snapshot's version of a file
 or tree back, through the mount.
 
-The copy reads MOUNT/.snapshots/NAME/PATH and writes through the mount, so the mount shows
-the restored version at once and the write-back takes it to the share like any write (the
-share-side Copy File from the snapshot URL is not used yet: every byte passes through this
-machine's cache). Each file is written under a temporary name in its directory and renamed
-over the target, so a reader never sees half a file. A target with local edits not yet on the
+In place, each regular file is first restored on the share side: the mount copies it from
+the snapshot's URL to a hidden name on the share and renames it over the file (no byte passes
+through this machine), then lists the directory again so it shows the restored version at
+once (`user.fsync.do.restore` on the file under .snapshots/, snapadmin.py). Where that cannot
+be done (queued changes or local edits in the way, `--to`, symbolic links, a credential the
+share refuses the copy to) the file is copied through the mount: read from
+MOUNT/.snapshots/NAME/PATH, written under a temporary name in its directory and renamed over
+the target, so a reader never sees half a file. A target with local edits not yet on the
 share is first renamed to a conflict copy (`NAME-SITE.EXT`, as multi-site conflicts are):
 nothing is lost. Files present now but not in the snapshot are left alone.
 """
@@ -20,6 +23,7 @@ import stat
 import sys
 from typing import Any
 
+from fsync_fuse import control
 from fsync_fuse.commands.common import (
     CommandError,
     ask,
@@ -85,9 +89,10 @@ def locate(path: str, snapshot: str) -> tuple[str, str, str]:
 
 
 class Restorer:
-    def __init__(self, site: str, quiet: bool) -> None:
-        self.site, self.quiet = site, quiet
+    def __init__(self, site: str, quiet: bool, in_place: bool) -> None:
+        self.site, self.quiet, self.in_place = site, quiet, in_place
         self.files = self.bytes = 0
+        self.share_side = 0  # files copied on the share side (no byte through here)
         self.kept: list[str] = []  # conflict copies of local edits
 
     def plan(self, src: str) -> tuple[int, int]:
@@ -112,6 +117,16 @@ class Restorer:
 
     def entry(self, src: str, dest: str, progress: Any) -> None:
         st = os.lstat(src)
+        if (
+            self.in_place
+            and stat.S_ISREG(st.st_mode)
+            and ask(src, control.ACTION_RESTORE).get("ok")
+        ):
+            self.files += 1
+            self.share_side += 1
+            self.bytes += st.st_size
+            progress.advance(st.st_size)
+            return
         if os.path.lexists(dest) and not os.path.isdir(dest):
             self._keep_local_edits(dest)
         tmp = os.path.join(os.path.dirname(dest), f".fsync-restore-{os.getpid()}")
@@ -151,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
         _mnt, src, site = locate(args.path, args.snapshot)
         dest = os.path.abspath(args.dest or args.path)
         mount_of(_existing_ancestor(dest))
-        r = Restorer(site, args.quiet)
+        r = Restorer(site, args.quiet, in_place=args.dest is None)
         files, nbytes = r.plan(src)
         progress = Progress(files, nbytes, quiet=args.quiet or files < 2, label="restore")
         try:
@@ -166,8 +181,15 @@ def run(args: argparse.Namespace) -> int:
     except CommandError as exc:
         return error(str(exc))
     if args.json:
-        out = {"files": r.files, "bytes": r.bytes, "to": dest, "kept_local_edits": r.kept}
+        out = {
+            "files": r.files,
+            "bytes": r.bytes,
+            "share_side": r.share_side,
+            "to": dest,
+            "kept_local_edits": r.kept,
+        }
         print(json.dumps(out, indent=2))
     else:
-        print(f"restored {count(r.files, 'file')} ({size(r.bytes)}) to {dest}")
+        side = f", {r.share_side} on the share side" if r.share_side else ""
+        print(f"restored {count(r.files, 'file')} ({size(r.bytes)}{side}) to {dest}")
     return 0

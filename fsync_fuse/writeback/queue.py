@@ -61,7 +61,8 @@ class WriteBack:
         self.pacing = pacing
         self.conflicts = conflicts
         self.leases = leases
-        lock = RWLock()
+        #: paths stay put under calls: uploads take it shared, renames exclusive (rwlock.py)
+        self.lock = lock = RWLock()
         self.stuck = Stuck(ns=ns)
         self.stuck.forget_stale(dirty.files)
         new_files = NewFiles(ns=ns, cache=cache, remote=remote, dirty=dirty, conflicts=conflicts)

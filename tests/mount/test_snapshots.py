@@ -98,6 +98,8 @@ def test_a_snapshot_shows_the_old_tree_read_only(mounter, share, share_url):
         lambda: os.symlink("x", old / "l2"),
         lambda: os.setxattr(old / "README", "user.x", b"1"),
         lambda: os.mkdir(snaps / "@GMT-2020.01.01-00.00.00"),
+        lambda: os.rename(snaps, m.mnt / "elsewhere"),
+        lambda: os.rmdir(snaps),
     ]
     for i, attempt in enumerate(attempts):
         with pytest.raises(OSError) as exc:
@@ -105,6 +107,10 @@ def test_a_snapshot_shows_the_old_tree_read_only(mounter, share, share_url):
         assert exc.value.errno == errno.EROFS, (i, exc.value)
     assert read(old / "README") == b"hello\n"
     assert os.path.exists(m.mnt / "proj/new.txt")
+    with pytest.raises(FileExistsError):
+        os.mkdir(snaps)
+    with pytest.raises(IsADirectoryError):  # the kernel's own answer
+        os.rename(m.mnt / "proj/new.txt", snaps)
 
 
 def test_snapshots_made_and_deleted_elsewhere_follow_the_share(mounter, share, share_url):
@@ -230,11 +236,17 @@ def test_versions_and_restore(mounter, share, share_url, tmp_path):
     human = ok("versions", m.mnt / "docs/report.txt").stdout
     assert human.count("\n") == 4 and names[1] in human
 
+    # a clean file comes back on the share side (no byte through this machine), at once
+    r = json.loads(ok("restore", m.mnt / "docs/sub/other.txt", "--from", names[0], "--json").stdout)
+    assert (r["files"], r["share_side"]) == (1, 1)
+    assert read(m.mnt / "docs/sub/other.txt") == b"oneone"
+    assert share.get("docs/sub/other.txt") == b"oneone"
+
     # a local edit not on the share yet is kept as a conflict copy
     write(m.mnt / "docs/report.txt", b"local edit")
     r = json.loads(ok("restore", m.mnt / "docs/report.txt", "--from", names[1], "--json").stdout)
     assert read(m.mnt / "docs/report.txt") == b"two two"  # at once
-    assert len(r["kept_local_edits"]) == 1
+    assert r["share_side"] == 0 and len(r["kept_local_edits"]) == 1
     kept = r["kept_local_edits"][0]
     assert read(kept) == b"local edit" and os.path.basename(kept).startswith("report-")
 
@@ -253,3 +265,27 @@ def test_versions_and_restore(mounter, share, share_url, tmp_path):
     assert read(fresh.mnt / "docs/report.txt") == b"two two"
     assert read(fresh.mnt / "docs/sub/other.txt") == b"oneone"
     assert read(fresh.mnt / kept.replace(str(m.mnt), "").lstrip("/")) == b"local edit"
+
+
+def test_a_share_sas_cannot_list_snapshots_and_says_so(mounter, share, share_name, share_url):
+    from datetime import UTC, datetime, timedelta
+
+    from azure.storage.fileshare import ShareSasPermissions, generate_share_sas
+
+    from remote.credentials import DEV_ACCOUNT, DEV_KEY
+
+    sas = generate_share_sas(
+        DEV_ACCOUNT,
+        share_name,
+        DEV_KEY,
+        permission=ShareSasPermissions(read=True, write=True, create=True, delete=True, list=True),
+        expiry=datetime.now(UTC) + timedelta(hours=1),
+    )
+    share.put("a.txt", b"a")
+    m = mounter(f"{share_url}?{sas}")
+    assert read(m.mnt / "a.txt") == b"a"
+    for args in (("snapshot", "list", m.mnt), ("snapshot", "create", m.mnt)):
+        one_line_error(cli(*args), "may not")
+    with pytest.raises(PermissionError):
+        os.listdir(m.mnt / ".snapshots")
+    assert "may not list the share's snapshots" in m.log()

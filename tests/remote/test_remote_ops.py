@@ -496,3 +496,24 @@ async def test_parallel_reads_use_the_pool(remote, caplog):
             nursery.start_soon(one, i)
     assert all(results[i] == data[i * 131072 : (i + 1) * 131072] for i in range(32))
     assert not [r for r in caplog.records if "pool is full" in r.getMessage()]
+
+
+async def test_copy_from_snapshot_restores_content_metadata_and_times(remote):
+    await remote.create_file("r.txt", 5, metadata={"fsyncmode": "600"})
+    await remote.write("r.txt", 0, b"older")
+    before = await remote.stat("r.txt")
+    snap = await remote.create_snapshot()
+    await remote.resize("r.txt", 9)
+    await remote.write("r.txt", 0, b"newer!!!!")
+    await remote.set_properties("r.txt", metadata={"fsyncmode": "644"})
+    await remote.copy_from_snapshot(snap.snapshot, "r.txt", "r.txt")
+    after = await remote.stat("r.txt")
+    assert await remote.read("r.txt", 0, 100) == b"older"
+    assert after.metadata == {"fsyncmode": "600"}
+    assert after.last_write_ns == before.last_write_ns
+    # into another name, and again (a resent copy does the same)
+    for _ in range(2):
+        await remote.copy_from_snapshot(snap.snapshot, "r.txt", "elsewhere.txt")
+    assert await remote.read("elsewhere.txt", 0, 100) == b"older"
+    with pytest.raises(NotFound):
+        await remote.copy_from_snapshot(snap.snapshot, "not-there.txt", "x.txt")

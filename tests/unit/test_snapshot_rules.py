@@ -55,3 +55,12 @@ def test_keep_daily_and_hourly_keep_the_newest_of_each_period():
     # rules add up
     assert to_prune(ids, Keep(last=1, daily=3)) == [ids[0], ids[2], ids[3]]
     assert to_prune(ids, Keep()) == ids
+
+
+def test_the_snapshot_just_made_counts_first_whatever_its_id():
+    # the service gave the new snapshot the id of one deleted earlier in the same second
+    ids = _ids("01T10:00:00", "01T10:00:05", "01T10:00:07")
+    new = "2026-12-01T10:00:00.0000000Z"
+    assert to_prune([*ids[1:], new], Keep(last=2), newest=new) == [ids[1]]
+    assert to_prune(ids[1:], Keep(last=1), newest=new) == ids[1:]
+    assert to_prune(ids, Keep(hourly=1), newest=new) == ids[1:]
