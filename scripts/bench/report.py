@@ -40,6 +40,10 @@ ROWS = [
     Row("small-files/drain", "5 small files: until all on the share (local: sync)", "time"),
     Row("small-files/read-warm", "5 small files: read all, page cache dropped", "time"),
     Row("small-files/read-cold", "5 small files: read all, local cache empty", "time"),
+    Row("headers/extract", "16 header tree: tar -x (owners, modes, times)", "time"),
+    Row("headers/drain", "16 header tree: until all on the share (local: sync)", "time"),
+    Row("headers/read-warm", "16 header tree: read all, page cache dropped", "time"),
+    Row("headers/read-cold", "16 header tree: read all, local cache empty", "time"),
     Row("metadata/cold", "6 find + stat, cold (first listing)", "time"),
     Row("metadata/warm", "6 find + stat, warm", "time"),
     Row("memory/list", "7 find + stat over the large namespace", "time"),
@@ -81,6 +85,13 @@ TARGETS = [
     Target("seq-write/close", "local", 0.7, text=">= 0.7x local"),
     Target("seq-write/upload", "sdk", 0.9, text=">= 0.9x SDK upload"),
     Target("small-files/extract", "local", 1 / 3, text="time <= 3x local"),
+    # issue 16: small files at the speed of the share, both trees
+    *[
+        Target(f"{tree}/{step}", "rclone", 1.5, text=">= 1.5x rclone")
+        for tree in ("small-files", "headers")
+        for step in ("extract", "drain", "read-cold")
+    ],
+    Target("headers/extract", "local", 1 / 10, text="time <= 10x local"),
     Target("metadata/warm", "local", 1 / 3, text="time <= 3x local"),
     Target("memory/rss", "", max_mib=200, text="< 200 MB"),
 ]
@@ -311,8 +322,9 @@ def _sizes_line(s: dict, meta: dict) -> str:
     parts = [f"cache {s.get('cache_size', 0) // (1 << 20)} MiB"]
     if done & {"seq-read", "rand-read", "seq-write"}:
         parts.insert(0, f"file {s.get('file_size', 0) // (1 << 20)} MiB")
-    if "small-files" in done and meta.get("small_files"):
-        parts.append(f"{meta['small_files']['files']} small files ({s.get('sdist')})")
+    for key in ("small-files", "headers"):
+        if key in done and key in meta.get("trees", {}):
+            parts.append(meta["trees"][key]["what"])
     if "metadata" in done:
         parts.append(f"{s.get('entries')} entries (metadata)")
     if "memory" in done:

@@ -19,6 +19,7 @@ import traceback
 from pathlib import Path
 
 from . import report, trees
+from . import smallfiles as sf
 from . import workloads as wl
 from .machine import REPO, drop_caches, machine, versions
 from .mounts import FsyncFuse, LocalDisk, MountFailed, Rclone
@@ -87,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--namespace-entries", type=int, help="memory workload (default 1000000)")
     p.add_argument("--small-files", type=int, help="files of the sdist to extract (0: all)")
     p.add_argument("--sdist", help=f"sdist to extract (default {Settings.sdist})")
+    p.add_argument(
+        "--header-dir",
+        help=f"the `headers` workload's tree, archived with owners, modes and times "
+        f"(default {Settings.header_dir})",
+    )
     p.add_argument("--rand-runtime", type=float, help="cap of each random-read run (s)")
     p.add_argument("--sdk-concurrency", type=int, help="parallel ranged GET/PUT (default 8)")
     p.add_argument(
@@ -137,6 +143,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "namespace_entries",
         "small_files",
         "sdist",
+        "header_dir",
         "rand_runtime",
         "sdk_concurrency",
         "writeback_delay",
@@ -298,9 +305,10 @@ def _prepare(s: Settings, work: Path, results: Results, meta: dict, started: lis
             )
         if "metadata" in wants and "local" in s.contestants:
             trees.write_local(local_root / "meta", s.entries)
-        if "small-files" in wants:
-            wl.prepare_small_files(bench)
-            meta["small_files"] = {"files": len(bench.small_manifest), "sdist": s.sdist}
+        for key, prepare in (("small-files", sf.prepare_sdist), ("headers", sf.prepare_headers)):
+            if key in wants:
+                tree = bench.trees[key] = prepare(bench)
+                meta.setdefault("trees", {})[key] = {"files": len(tree.manifest), "what": tree.what}
         drop_caches()
 
         def make_mount(kind: str, share: str) -> FsContestant:
@@ -374,7 +382,12 @@ def _run(bench: Bench, s: Settings, meta: dict) -> None:
         ("seq-read", "seq-read" in wants, lambda: wl.seq_read(bench)),
         ("rand-read", "rand-read" in wants, lambda: wl.rand_read(bench)),
         ("seq-write", "seq-write" in wants, lambda: wl.seq_write(bench)),
-        ("small-files", "small-files" in wants, lambda: wl.small_files(bench)),
+        (
+            "small-files",
+            "small-files" in wants,
+            lambda: sf.run_tree(bench, bench.trees["small-files"]),
+        ),
+        ("headers", "headers" in wants, lambda: sf.run_tree(bench, bench.trees["headers"])),
         ("metadata", "metadata" in wants, lambda: wl.metadata(bench)),
         ("memory", "memory" in wants and bool(bench.mounts), lambda: wl.memory(bench, NS_SHARE)),
     ]

@@ -212,6 +212,8 @@ class Sdk:
                     dirs.append([])
                 dirs[depth].append(f"{prefix}/{rel}/{d}" if rel else f"{prefix}/{d}")
             for f in filenames:
+                if os.path.islink(os.path.join(dirpath, f)):
+                    continue  # the share has no symbolic links
                 share_path = f"{prefix}/{rel}/{f}" if rel else f"{prefix}/{f}"
                 files.append((Path(dirpath) / f, share_path))
         self.ensure_dirs(prefix)

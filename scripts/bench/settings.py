@@ -9,7 +9,15 @@ from pathlib import Path
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 
 CONTESTANTS = ("local", "sdk", "fsync-fuse", "rclone", "emulator")
-WORKLOADS = ("seq-read", "rand-read", "seq-write", "small-files", "metadata", "memory")
+WORKLOADS = (
+    "seq-read",
+    "rand-read",
+    "seq-write",
+    "small-files",
+    "headers",
+    "metadata",
+    "memory",
+)
 DEFAULT_SDIST = "pygments==2.19.1"
 
 _UNITS = {"": 1, "K": KiB, "M": MiB, "G": GiB, "T": 1 << 40}
@@ -43,6 +51,7 @@ class Settings:
     rand_runtime: float = 10.0
     small_files: int = 0  # 0: every file of the sdist
     sdist: str = DEFAULT_SDIST
+    header_dir: str = "/usr/include"  # the `headers` workload's tree
     entries: int = 100_000  # workload 6
     namespace_entries: int = 1_000_000  # workload 7
     sdk_concurrency: int = 8  # parallel ranged GET/PUT of the direct SDK transfer

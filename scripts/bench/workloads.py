@@ -16,12 +16,12 @@ import re
 import shutil
 import subprocess
 import sys
-import tarfile
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from . import trees
 from .machine import REPO, drop_caches, env_without_proxies, fio_path, rss_bytes
@@ -48,8 +48,8 @@ class Bench:
     fs: list[FsContestant]
     local_root: Path
     big_sha: str = ""
-    small_tar: Path | None = None
-    small_manifest: dict[str, str] = field(default_factory=dict)
+    #: trees of small files by workload name (smallfiles.py)
+    trees: dict[str, Any] = field(default_factory=dict)
     make_mount: Callable[[str, str], FsContestant] | None = None  # (kind, share) -> new mount
     profiler: Profiler = field(default_factory=lambda: Profiler(Path("."), False))
 
@@ -349,180 +349,6 @@ def _remove(c: FsContestant, rel: str, timeout: float) -> None:
     else:
         p.unlink(missing_ok=True)
     c.settle(timeout)
-
-
-# ---------------------------------------------------------------------- 5: small files
-
-
-def prepare_small_files(b: Bench) -> None:
-    """The sdist (fetched once into the data cache), cut to `small_files` files if asked, and
-    the manifest {relative path: sha256} every read-back is compared with."""
-    tarball = fetch_sdist(b.s.sdist, b.s.data_cache)
-    out = b.work / "small.tar"
-    manifest: dict[str, str] = {}
-    nbytes = 0
-    with tarfile.open(tarball) as src, tarfile.open(out, "w") as dst:
-        for m in src:
-            if not m.isfile() or ".." in m.name.split("/") or m.name.startswith("/"):
-                continue
-            data = src.extractfile(m).read()  # type: ignore[union-attr]
-            m.mode = 0o644
-            dst.addfile(m, fileobj=__import__("io").BytesIO(data))
-            manifest[m.name] = hashlib.sha256(data).hexdigest()
-            nbytes += len(data)
-            if b.s.small_files and len(manifest) >= b.s.small_files:
-                break
-    b.small_tar = out
-    b.small_manifest = manifest
-    log.info("small files: %d files, %d bytes from %s", len(manifest), nbytes, tarball.name)
-
-
-def fetch_sdist(spec: str, cache: Path) -> Path:
-    name, _, version = spec.partition("==")
-    cache.mkdir(parents=True, exist_ok=True)
-
-    def find() -> Path | None:
-        for p in sorted(cache.glob("*.tar.gz")):
-            stem = p.name[: -len(".tar.gz")].lower().replace("_", "-")
-            if stem.startswith(name.lower().replace("_", "-") + "-") and (
-                not version or stem.endswith("-" + version)
-            ):
-                return p
-        return None
-
-    found = find()
-    if found:
-        return found
-    log.info("fetching the sdist %s into %s (once)", spec, cache)
-    subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps",
-         "-q", "-d", str(cache), spec],
-        check=True,
-        timeout=600,
-    )  # fmt: skip
-    found = find()
-    if not found:
-        raise FileNotFoundError(f"pip download {spec} produced no .tar.gz in {cache}")
-    return found
-
-
-def read_tree(root: Path, timeout: float) -> tuple[float, dict[str, str]]:
-    """Seconds to read (and hash) every file below root: {relative path: sha256}."""
-    t0 = time.perf_counter()
-    find = subprocess.Popen(
-        ["find", ".", "-type", "f", "-print0"], cwd=root, stdout=subprocess.PIPE
-    )
-    proc = subprocess.run(
-        ["xargs", "-0", "-n", "500", "sha256sum"],
-        stdin=find.stdout,
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    find.stdout.close()  # type: ignore[union-attr]
-    if find.wait(timeout) != 0 or proc.returncode != 0:
-        raise RuntimeError(f"reading {root} failed: {proc.stderr[-600:]}")
-    elapsed = time.perf_counter() - t0
-    digests = {}
-    for line in proc.stdout.splitlines():
-        digest, _, name = line.partition("  ")
-        digests[name[2:] if name.startswith("./") else name] = digest
-    return elapsed, digests
-
-
-def small_files(b: Bench) -> None:
-    tmo = b.s.drain_timeout
-    assert b.small_tar is not None
-    nfiles = len(b.small_manifest)
-    for c in b.fs:
-        attempt(
-            b, "small-files/extract", c.name, lambda c=c: _mkdir_settled(c, f"small/{c.name}", tmo)
-        )
-    for rep in range(b.s.reps):
-        log.info("small-files: repetition %d/%d", rep + 1, b.s.reps)
-        for c in b.fs:
-            rel = f"small/{c.name}/r{rep}"
-
-            def one(c: FsContestant = c, rel: str = rel) -> None:
-                dest = c.root / rel
-                dest.mkdir()
-                c.settle(tmo)
-                with prof(b, c, "small-files/extract"):
-                    t, _ = run_timed(["tar", "-xf", str(b.small_tar), "-C", str(dest)], tmo)
-                log_value(
-                    "small-files/extract",
-                    c.name,
-                    b.results.add("small-files/extract", c.name, t, ops=nfiles),
-                    "s",
-                )
-                check = None if c.name == "local" else lambda: _share_count(b, rel) == nfiles
-                with prof(b, c, "small-files/drain"):
-                    t0 = time.perf_counter()
-                    c.settle(tmo, check)
-                    t = time.perf_counter() - t0
-                log_value(
-                    "small-files/drain",
-                    c.name,
-                    b.results.add("small-files/drain", c.name, t, ops=nfiles),
-                    "s",
-                )
-                for temp in ("warm", "cold"):
-                    row = f"small-files/read-{temp}"
-                    if temp == "cold":
-                        c.cold()
-                    else:
-                        drop_caches()
-                    with prof(b, c, row):
-                        t, digests = read_tree(dest, tmo)
-                    log_value(row, c.name, b.results.add(row, c.name, t, ops=nfiles), "s")
-                    b.results.verify(
-                        row, c.name, digests == b.small_manifest, f"{len(digests)} files hashed"
-                    )
-
-            attempt(b, "small-files/extract", c.name, one)
-            if c.name == "local" and rep > 0:
-                shutil.rmtree(c.root / f"small/{c.name}/r{rep - 1}", ignore_errors=True)
-        if b.want("sdk"):
-            _sdk_small(b, rep, nfiles)
-
-
-def _share_count(b: Bench, prefix: str) -> int:
-    return b.sdk.list_tree(prefix)["files"]
-
-
-def _sdk_small(b: Bench, rep: int, nfiles: int) -> None:
-    src = b.work / "small-src"
-    if not src.exists():
-        src.mkdir()
-        subprocess.run(["tar", "-xf", str(b.small_tar), "-C", str(src)], check=True)
-    prefix = f"small/sdk/r{rep}"
-
-    def extract() -> None:
-        t0 = time.perf_counter()
-        b.sdk.upload_tree(src, prefix)
-        t = time.perf_counter() - t0
-        log_value(
-            "small-files/extract",
-            "sdk",
-            b.results.add("small-files/extract", "sdk", t, ops=nfiles),
-            "s",
-        )
-
-    def read() -> None:
-        t0 = time.perf_counter()
-        digests = b.sdk.download_tree(prefix)
-        t = time.perf_counter() - t0
-        log_value(
-            "small-files/read-cold",
-            "sdk",
-            b.results.add("small-files/read-cold", "sdk", t, ops=nfiles),
-            "s",
-        )
-        b.results.verify("small-files/read-cold", "sdk", digests == b.small_manifest)
-
-    attempt(b, "small-files/extract", "sdk", extract)
-    attempt(b, "small-files/read-cold", "sdk", read)
 
 
 # ---------------------------------------------------------------------- 6: metadata

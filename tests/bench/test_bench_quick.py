@@ -36,6 +36,10 @@ FS_ROWS = [
     "small-files/drain",
     "small-files/read-warm",
     "small-files/read-cold",
+    "headers/extract",
+    "headers/drain",
+    "headers/read-warm",
+    "headers/read-cold",
     "metadata/cold",
     "metadata/warm",
 ]
@@ -49,6 +53,8 @@ EXPECTED = {
         "seq-write/upload",
         "small-files/extract",
         "small-files/read-cold",
+        "headers/extract",
+        "headers/read-cold",
         "metadata/cold",
     ],
     "fsync-fuse": MOUNT_ROWS,
@@ -67,10 +73,13 @@ EXPECTED = {
 # Rows whose data is read back and compared (content hashes, or names + sizes of the tree).
 VERIFIED = {
     "local": ["seq-read/cold", "seq-write/close", "small-files/read-warm",
-              "small-files/read-cold", "metadata/cold", "metadata/warm"],
-    "sdk": ["seq-read/cold", "seq-write/upload", "small-files/read-cold", "metadata/cold"],
+              "small-files/read-cold", "headers/read-warm", "headers/read-cold",
+              "metadata/cold", "metadata/warm"],
+    "sdk": ["seq-read/cold", "seq-write/upload", "small-files/read-cold", "headers/read-cold",
+            "metadata/cold"],
     "fsync-fuse": ["seq-read/cold", "seq-write/close", "small-files/read-warm",
-                   "small-files/read-cold", "metadata/cold", "metadata/warm", "memory/list"],
+                   "small-files/read-cold", "headers/read-warm", "headers/read-cold",
+                   "metadata/cold", "metadata/warm", "memory/list"],
 }  # fmt: skip
 VERIFIED["rclone"] = VERIFIED["fsync-fuse"]
 

@@ -11,7 +11,7 @@ import tarfile
 
 import pytest
 
-from scripts.bench.workloads import fetch_sdist
+from scripts.bench.smallfiles import fetch_sdist
 from tests.mount.helpers import REPO, file_sha
 
 pytestmark = [pytest.mark.mount, pytest.mark.slow]
