@@ -36,12 +36,22 @@ from fsync_fuse.attrs import DIR, FILE, LINK, Inode, has_marker
 from fsync_fuse.groups import single_error
 from fsync_fuse.namespace import ROOT
 from fsync_fuse.namespace.tables import FsError
-from remote.base import AuthFailed, NotFound, PermissionDenied, Remote, RemoteEntry, RemoteError
+from remote.base import (
+    AuthFailed,
+    NotFound,
+    PermissionDenied,
+    Remote,
+    RemoteEntry,
+    RemoteError,
+    SnapshotInfo,
+)
 
 log = logging.getLogger(__name__)
 
 #: the first inode number (and handle) of the snapshot tree: `.snapshots` itself
 SNAP_BASE = 1 << 48
+#: seconds `ls .snapshots` waits for the share's list when one is known already
+KNOWN_WAIT = 2.0
 #: parallel `stat`s while listing a snapshot directory (entries with POSIX metadata)
 STAT_PARALLEL = 8
 
@@ -173,8 +183,12 @@ class SnapshotTree:
         async with self._refresh_lock:
             if not force and self._clock() - self._listed_at < self.ttl:
                 return
+            known = self._listed_at != -math.inf
+            infos: list[SnapshotInfo] | None = None
             try:
-                infos = await self.remote.list_snapshots()
+                # with a list known already, an unanswering share does not hold `ls` long
+                with trio.move_on_after(KNOWN_WAIT if known else math.inf):
+                    infos = await self.remote.list_snapshots()
             except (AuthFailed, PermissionDenied) as exc:
                 log.warning(
                     "%s/ stays empty: the mount's credentials may not list the share's "
@@ -183,6 +197,14 @@ class SnapshotTree:
                     exc.code or exc,
                 )
                 raise FsError(errno.EACCES) from None
+            except RemoteError as exc:
+                if not exc.transient or not known:
+                    raise
+            if infos is None:
+                # the share is unreachable: the list known last stands until the next try
+                log.debug("snapshots not listed again (share unreachable); keeping the known")
+                self._listed_at = self._clock()
+                return
             self._listed_at = self._clock()
             self._apply(snapnames.names(i.snapshot for i in infos))
 

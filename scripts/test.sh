@@ -13,4 +13,4 @@ echo "test: ruff format --check"
 "$venv/bin/ruff" format --check .
 echo "test: mypy (fsync_fuse, cache, remote)"
 "$venv/bin/mypy"
-exec "$venv/bin/python" -m pytest -q -p no:cacheprovider "$@"
+exec "$venv/bin/python" -m pytest -q -p no:cacheprovider --durations=15 "$@"

@@ -12,6 +12,7 @@ import os
 import shutil
 import stat
 import subprocess
+import time
 
 import pytest
 
@@ -289,3 +290,21 @@ def test_a_share_sas_cannot_list_snapshots_and_says_so(mounter, share, share_nam
     with pytest.raises(PermissionError):
         os.listdir(m.mnt / ".snapshots")
     assert "may not list the share's snapshots" in m.log()
+
+
+def test_known_snapshots_stay_while_the_share_does_not_answer(mounter, share, share_url, emulator):
+    share.put("a.txt", b"a")
+    name = snapshot_now(share)
+    m = mounter(share_url, args=["--poll-interval", "1", "--io-timeout", "5"])
+    assert os.listdir(m.mnt / ".snapshots") == [name]
+    assert read(m.mnt / ".snapshots" / name / "a.txt") == b"a"  # now in the cache
+    emulator.set_faults(outage_seconds=60)
+    try:
+        time.sleep(1.5)  # the list is due again
+        t0 = time.monotonic()
+        assert os.listdir(m.mnt / ".snapshots") == [name]
+        waited = time.monotonic() - t0
+        assert read(m.mnt / ".snapshots" / name / "a.txt") == b"a"
+    finally:
+        emulator.clear_faults()
+    print(f"ls .snapshots with the share down: {waited:.1f}s")
