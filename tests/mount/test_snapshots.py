@@ -112,6 +112,8 @@ def test_a_snapshot_shows_the_old_tree_read_only(mounter, share, share_url):
         os.mkdir(snaps)
     with pytest.raises(IsADirectoryError):  # the kernel's own answer
         os.rename(m.mnt / "proj/new.txt", snaps)
+    m.wait_drained()  # the live changes reach the share (before the share is deleted)
+    assert share.get("proj/README") == b"changed\n"
 
 
 def test_snapshots_made_and_deleted_elsewhere_follow_the_share(mounter, share, share_url):
