@@ -100,28 +100,22 @@ class PathAnswers:
             ("entries", "files", "dirs", "local", "partial", "tiered", "dirty", "pinned"), 0
         )
         s.update(size=0, cached=0, more=0)
-        after = 0
-        while True:
-            batch = p.ns.children(ino, after, 1000)
-            if not batch:
-                break
-            for dent, _name, child in batch:
-                after = dent
-                if s["entries"] >= DIR_SCAN:
-                    s["more"] = 1
-                    return s
-                s["entries"] += 1
-                if child.is_dir:
-                    s["dirs"] += 1
-                    continue
-                if child.kind != FILE:
-                    continue
-                word, _local, cache_pinned = self.file_state(child)
-                s["files"] += 1
-                s[word] += 1
-                s["size"] += child.size
-                s["cached"] += min(p.cache.cached_bytes(child.ino), child.size)
-                s["pinned"] += self.pin_state(child, cache_pinned)[0]
+        for child in p.ns.iter_children(ino):
+            if s["entries"] >= DIR_SCAN:
+                s["more"] = 1
+                return s
+            s["entries"] += 1
+            if child.is_dir:
+                s["dirs"] += 1
+                continue
+            if child.kind != FILE:
+                continue
+            word, _local, cache_pinned = self.file_state(child)
+            s["files"] += 1
+            s[word] += 1
+            s["size"] += child.size
+            s["cached"] += min(p.cache.cached_bytes(child.ino), child.size)
+            s["pinned"] += self.pin_state(child, cache_pinned)[0]
         return s
 
     def conflict_copies(self, rec: Inode) -> list[str]:

@@ -52,18 +52,15 @@ async def initial_download(
             log.warning("initial download: cannot list %r: %s", ns.path(d), exc)
             continue
         listed += 1
-        after = 0
-        while batch := ns.children(d, after, 1000):
-            for dent, _name, rec in batch:
-                after = dent
-                if rec.is_dir:
-                    dirs.append(rec.ino)
-                elif rec.kind == FILE and 0 < rec.size <= budget:
-                    heapq.heappush(chosen, (rec.mtime_ns, rec.ino, rec.size))
-                    total += rec.size
-                    while total > budget:
-                        _m, _i, size = heapq.heappop(chosen)
-                        total -= size
+        for rec in ns.iter_children(d):
+            if rec.is_dir:
+                dirs.append(rec.ino)
+            elif rec.kind == FILE and 0 < rec.size <= budget:
+                heapq.heappush(chosen, (rec.mtime_ns, rec.ino, rec.size))
+                total += rec.size
+                while total > budget:
+                    _m, _i, size = heapq.heappop(chosen)
+                    total -= size
     order = sorted(chosen, reverse=True)  # newest first
     for _mtime, ino, _size in order:
         recaller.queue(ino, INITIAL)

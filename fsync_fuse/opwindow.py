@@ -58,11 +58,18 @@ class OpWindow:
         self.running: set[int] = set()
 
     def _refill(self) -> None:
-        if len(self._ops) >= self.size:
-            return
-        for seq, op in self.outbox.peek(self._last, self.size - len(self._ops)):
-            self._ops[seq] = (op, footprint(op))
-            self._last = seq
+        while len(self._ops) < self.size:
+            want = self.size - len(self._ops)
+            batch = self.outbox.peek(self._last, want)
+            for seq, op in batch:
+                self._last = seq
+                self._admit(seq, op, footprint(op))
+            if len(batch) < want:
+                return  # the end of the queue
+
+    def _admit(self, seq: int, op: dict, fp: tuple[list[Path], set[int]]) -> None:
+        """An operation read from the queue takes its place in the window."""
+        self._ops[seq] = (op, fp)
 
     def ready(self) -> list[tuple[int, dict]]:
         """Operations that may start now, in queue order."""

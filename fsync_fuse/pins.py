@@ -131,17 +131,11 @@ class Pins:
                         exc,
                     )
                     continue
-            after = 0
-            while True:
-                batch = self.ns.children(d, after, 1000)
-                if not batch:
-                    break
-                for dent, _name, child in batch:
-                    after = dent
-                    if child.is_dir:
-                        stack.append(child.ino)
-                    elif child.kind == FILE:
-                        yield child.ino
+            for child in self.ns.iter_children(d):
+                if child.is_dir:
+                    stack.append(child.ino)
+                elif child.kind == FILE:
+                    yield child.ino
 
     # ------------------------------------------------------------------ keeping in step
     def created(self, ino: int) -> None:

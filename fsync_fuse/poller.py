@@ -138,15 +138,7 @@ class Poller:
                 count += len(level)
                 nxt: list[int] = []
                 for d in level:
-                    after = 0
-                    while True:
-                        batch = self.ns.children(d, after, 1000)
-                        if not batch:
-                            break
-                        for dent, _name, rec in batch:
-                            if rec.is_dir and rec.listed_ns:
-                                nxt.append(rec.ino)
-                            after = dent
+                    nxt += [r.ino for r in self.ns.iter_children(d) if r.is_dir and r.listed_ns]
                 level = nxt
             self.stats["full_passes"] += 1
             log.info("sync-now: re-listed %d directories", count)

@@ -279,6 +279,15 @@ class Tables:
                     out.append((_n(key[8:16]), val[8:].decode(), rec))
         return out
 
+    def iter_children(self, parent: int, batch: int = 1000) -> Iterator[Inode]:
+        """Every entry of a directory, read `batch` at a time (one short read transaction
+        each, so a caller may await between them)."""
+        after = 0
+        while entries := self.children(parent, after, batch):
+            for dent, _name, rec in entries:
+                after = dent
+                yield rec
+
     def count_children(self, parent: int, limit: int) -> int:
         """How many entries a directory has, counting at most `limit`."""
         prefix = _k(parent)

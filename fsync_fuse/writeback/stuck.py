@@ -56,7 +56,7 @@ from dataclasses import asdict, dataclass
 import trio
 
 from fsync_fuse.namespace import Namespace
-from fsync_fuse.opwindow import depends, footprint
+from fsync_fuse.opwindow import OpWindow, footprint
 from fsync_fuse.outbox import CREATE_OPS, DELETE_OPS, Outbox
 from remote.base import InvalidName, RemoteError
 
@@ -397,37 +397,25 @@ def _when(since: float) -> str:
 # ---------------------------------------------------------------------- the window
 
 
-class Window:
+class Window(OpWindow):
     """The first `size` pending operations that are not stuck, and which of them run.
 
-    As opwindow.OpWindow (whose dependency rule it uses), plus: an operation that depends on
-    a stuck one is marked stuck when it is read (it never takes a place in the window), and
-    when an operation gets stuck, those of the window that depend on it follow."""
+    An opwindow.OpWindow, plus: an operation that depends on a stuck one is marked stuck when
+    it is read (it never takes a place in the window), and when an operation gets stuck,
+    those of the window that depend on it follow."""
 
     def __init__(self, outbox: Outbox, stuck: Stuck, *, size: int = 64, parallel: int = 8):
-        self.outbox = outbox
+        super().__init__(outbox, size=size, parallel=parallel)
         self.stuck = stuck
-        self.size = size
-        self.parallel = parallel
-        self._ops: dict[int, tuple[dict, Footprint]] = {}
-        self._last = 0  # highest seq read so far
-        self.running: set[int] = set()
         #: set when an operation that may resolve a stuck entry got stuck: the worker folds
         self.fold_due = False
 
-    def _refill(self) -> None:
-        while len(self._ops) < self.size:
-            batch = self.outbox.peek(self._last, self.size - len(self._ops))
-            if not batch:
-                return
-            for seq, op in batch:
-                self._last = seq
-                fp = footprint(op)
-                root = self.stuck.blocking(fp, seq)
-                if root is not None:
-                    self._stick_dependent(seq, op, root)
-                else:
-                    self._ops[seq] = (op, fp)
+    def _admit(self, seq: int, op: dict, fp: Footprint) -> None:
+        root = self.stuck.blocking(fp, seq)
+        if root is not None:
+            self._stick_dependent(seq, op, root)
+        else:
+            self._ops[seq] = (op, fp)
 
     def _stick_dependent(self, seq: int, op: dict, blocker: int) -> None:
         root, _ = self.stuck.root_item(blocker)
@@ -435,24 +423,6 @@ class Window:
         self.stuck.stick_op(seq, op, self.stuck.waits_for(blocker), root=root, resolving=resolving)
         if resolving or op["op"] in ("rename", *DELETE_OPS):
             self.fold_due = True  # (a rename of a directory above stuck entries may help)
-
-    def ready(self) -> list[tuple[int, dict]]:
-        """Operations that may start now, in queue order."""
-        self._refill()
-        out: list[tuple[int, dict]] = []
-        waiting: list[Footprint] = []
-        for seq in sorted(self._ops):
-            op, fp = self._ops[seq]
-            if seq not in self.running and not any(depends(fp, w) for w in waiting):
-                if len(self.running) + len(out) >= self.parallel:
-                    break
-                out.append((seq, op))
-            waiting.append(fp)  # running, started now or blocked: later ones wait for it
-        return out
-
-    def done(self, seq: int) -> None:
-        self._ops.pop(seq, None)
-        self.running.discard(seq)
 
     def stick(self, seq: int, op: dict, reason: str) -> None:
         """A running operation was refused for good: it and the waiting operations of the
@@ -465,6 +435,3 @@ class Window:
             if blocker is not None:
                 del self._ops[later]
                 self._stick_dependent(later, later_op, blocker)
-
-    def __len__(self) -> int:
-        return len(self._ops)
