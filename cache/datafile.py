@@ -32,6 +32,14 @@ def metadata_allowance(nblocks: int) -> int:
     return PAGE * ((nblocks + 339) // 340 + 1)
 
 
+def overhead_after(current: int, nblocks: int) -> int:
+    """The extent-tree allowance of a file that will hold `nblocks` blocks, given what it
+    carries now. It never shrinks while blocks remain: ext4 keeps a leaf it allocated until
+    the last extent of the file is gone, so a file evicted from 40 blocks down to 3 still
+    occupies that leaf."""
+    return max(metadata_allowance(nblocks), current) if nblocks else 0
+
+
 def pwrite_all(fd: int, data: bytes | memoryview, off: int) -> None:
     """pwrite every byte (a short write continues where it stopped)."""
     n = os.pwrite(fd, data, off)
@@ -113,6 +121,13 @@ class DataFiles:
             _, old = fds.popitem(last=False)
             os.close(old)
         return fd
+
+    def allocated(self, data_id: int) -> int:
+        """Bytes the data file occupies on disk (st_blocks), 0 when it does not exist."""
+        try:
+            return os.stat(self._path(data_id)).st_blocks * 512
+        except FileNotFoundError:
+            return 0
 
     def close(self, data_id: int) -> None:
         fd = self._fds.pop(data_id, None)

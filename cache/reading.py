@@ -9,7 +9,7 @@ from bisect import bisect_left
 
 import trio
 
-from .datafile import metadata_allowance, page_up, pwrite_all
+from .datafile import overhead_after, page_up, pwrite_all
 from .entry import ABSENT, CLEAN, FILLING, CachedFile, Fill
 from .heat import ACCESS_GAP, HALF_LIFE, RESOLUTION
 from .results import Fetch
@@ -222,7 +222,7 @@ class Reading(CacheState):
         bs = self.block_size
         n = len(data)
         allocs = [page_up(max(0, min(bs, n - i * bs))) for i in range(fill.last - fill.first)]
-        more = metadata_allowance(f.npresent + len(allocs)) - f.overhead
+        more = overhead_after(f.overhead, f.npresent + len(allocs)) - f.overhead
         if not self._make_room(sum(allocs) + more):
             return
         off = fill.first << self._shift

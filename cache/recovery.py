@@ -68,9 +68,12 @@ def reconcile(index: Index, data: DataFiles, block_size: int) -> None:
                 for b in mine:
                     txn.delete(block_key(data_id, b), db=index.blocks)
                 mine.clear()
+                occupied = 0
             else:
-                _reconcile_file(txn, index, data, data_id, mine, shift)
+                occupied = _reconcile_file(txn, index, data, data_id, mine, shift)
+            # The extent tree may hold more than today's blocks need (datafile.overhead_after).
             rec.used = sum(a for _, a in mine.values()) + metadata_allowance(len(mine))
+            rec.used = max(rec.used, occupied) if mine else 0
             rec.dirty = sum(a for s, a in mine.values() if s == DIRTY)
             txn.put(key_bytes(key), rec.pack(), db=index.files)
         for data_id in volatile:
@@ -85,8 +88,9 @@ def _reconcile_file(
     data_id: int,
     mine: dict[int, tuple[int, int]],
     shift: int,
-) -> None:
-    """Punch allocated ranges no claim covers; set each claim's alloc to what is on disk."""
+) -> int:
+    """Punch allocated ranges no claim covers; set each claim's alloc to what is on disk.
+    Returns what the file then occupies (st_blocks, in bytes)."""
     bs = 1 << shift
     fd = os.open(data.path(data_id), os.O_RDWR | os.O_CLOEXEC)
     try:
@@ -112,5 +116,6 @@ def _reconcile_file(
                 txn.put(block_key(data_id, b), block_val(state, real), db=index.blocks)
         if punched:
             datasync(fd)
+        return os.fstat(fd).st_blocks * 512
     finally:
         os.close(fd)

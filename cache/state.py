@@ -19,7 +19,7 @@ from pathlib import Path
 import lmdb
 import trio
 
-from .datafile import DataFiles, metadata_allowance
+from .datafile import DataFiles, metadata_allowance, overhead_after, page_up
 from .entry import CLEAN, DIRTY, CachedFile, Fill
 from .footprint import Footprint
 from .heat import Order, access, last_access_key, order_key
@@ -151,7 +151,11 @@ class CacheState(ABC):
         f.states = st
         f.durable = bytearray(st)
         f.npresent = len(recs)
-        f.overhead = metadata_allowance(len(recs))
+        # What the data file occupies beyond its blocks' allocations is the extent tree, which
+        # may be larger than the allowance for today's blocks (it keeps the leaves of an
+        # earlier, bigger state): measured once here, then kept (overhead_after).
+        extra = self._data.allocated(f.data_id) - used if recs else 0
+        f.overhead = max(metadata_allowance(len(recs)), page_up(max(0, extra)))
         used += f.overhead
         # The counters in the file record are only hints after a crash; trust the blocks.
         self._used += used - f.used
@@ -191,7 +195,7 @@ class CacheState(ABC):
         st[b] = state
         if (old >= CLEAN) != (state >= CLEAN):
             f.npresent += 1 if state >= CLEAN else -1
-            over = metadata_allowance(f.npresent)
+            over = overhead_after(f.overhead, f.npresent)
             if over != f.overhead:
                 f.used += over - f.overhead
                 self._used += over - f.overhead

@@ -8,7 +8,7 @@ import time
 
 import trio
 
-from .datafile import metadata_allowance, page_up, pwrite_all
+from .datafile import overhead_after, page_up, pwrite_all
 from .entry import ABSENT, CLEAN, DIRTY, FILLING, CachedFile, Fill, has_present
 from .errors import CacheFull
 from .results import Fetch
@@ -83,7 +83,7 @@ class Writing(CacheState):
                     growth += new
                     fresh_blocks += 1
                 allocs.append(new)
-            growth += metadata_allowance(f.npresent + fresh_blocks) - f.overhead
+            growth += overhead_after(f.overhead, f.npresent + fresh_blocks) - f.overhead
             if growth > 0 and not self._make_room(growth, protect=(f, b0, b1)):
                 if deadline is None:
                     deadline = trio.current_time() + self.full_timeout

@@ -149,7 +149,7 @@ async def verify_and_rebase(directory: Path, round_no: int) -> int:
                 assert p in known, f"round {round_no}: orphaned data file {p}"
         used = cache.stats().used
         on_disk = sum(p.stat().st_blocks * 512 for p in known if p is not None and p.exists())
-        assert on_disk <= used
+        assert on_disk <= used, f"round {round_no}: data files occupy {on_disk}, counted {used}"
         cache.commit()
     finally:
         cache.close()
