@@ -31,6 +31,7 @@ COMMANDS: list[str] = [
     "fsync_fuse.commands.snapshot",
     "fsync_fuse.commands.versions",
     "fsync_fuse.commands.restore",
+    "fsync_fuse.commands.migrate",
     "remote.emulator.cli",
 ]
 

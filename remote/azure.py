@@ -43,8 +43,8 @@ class AzureFilesRemote(AzureReads, AzureFileWrites, AzureDirectories, AzureShare
         )
 
     async def aclose(self) -> None:
-        if self._fast is not None:
-            self._fast.close()
+        if self._short is not None:
+            self._short.close()
         if self._owner:
             self._shared.close()
 

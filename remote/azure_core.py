@@ -18,7 +18,7 @@ from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential, 
 from azure.storage.fileshare import ShareClient, ShareServiceClient
 
 from remote.azure_errors import install_log_scrubber, translate
-from remote.azure_fastget import FastGet
+from remote.azure_short import ShortPath
 from remote.azure_transport import AzureOptions, SharedTransport
 from remote.base import PermissionDenied, Remote, RemoteError
 
@@ -101,9 +101,9 @@ class AzureCore(Remote):
         )
         self._service: ShareServiceClient | None = None
         o = self.options
-        #: Ranged reads signed and sent without the SDK's pipeline, where it can (azure_fastget).
-        self._fast = (
-            FastGet.for_share(
+        #: Hot calls signed and sent without the SDK's pipeline, where it can (azure_short).
+        self._short = (
+            ShortPath.for_share(
                 credential=credential,
                 sas_in_url="?" in account_url,
                 proxies=dict(self._shared.session.proxies),
@@ -114,7 +114,7 @@ class AzureCore(Remote):
                 read_timeout=o.read_timeout,
                 count_request=self._shared.stats.count_request,
             )
-            if o.fast_reads
+            if o.short_path
             else None
         )
         #: Use the documented (slower, microsecond-precision) listing API instead of the raw one.

@@ -59,6 +59,19 @@ def _create_args(
     }
 
 
+def _create_headers(args: CreateFileArgs) -> dict[str, str]:
+    """The same properties as Create File's headers, for the short path (azure_short)."""
+    headers = {
+        "x-ms-file-attributes": args["file_attributes"],
+        "x-ms-file-creation-time": args["file_creation_time"],
+        "x-ms-file-last-write-time": args["file_last_write_time"],
+        "x-ms-file-permission": args["file_permission"],
+    }
+    for k, v in (args["metadata"] or {}).items():
+        headers[f"x-ms-meta-{k}"] = v
+    return headers
+
+
 class AzureFileWrites(AzureCore):
     """The file mutations of AzureFilesRemote."""
 
@@ -146,10 +159,15 @@ class AzureFileWrites(AzureCore):
 
         args = _create_args(attributes, lw, metadata)
         headers_of = self._shared.headers.of
+        short = self._short
+        props = _create_headers(args) if short is not None else {}
 
         def run(kw: SdkKwargs) -> Mapping[str, str]:
             fc = self._file(tmp)
-            created = headers_of(fc.create_file, size, **args, **kw)
+            dot = fc.allow_trailing_dot
+            created = short.create(fc.url, size, props, trailing_dot=dot) if short else None
+            if created is None:
+                created = headers_of(fc.create_file, size, **args, **kw)
             file_id = _header(created, "x-ms-file-id")
             if made is not None:  # (a list append is safe from this worker thread)
                 made.append(
@@ -161,7 +179,17 @@ class AzureFileWrites(AzureCore):
                     )
                 )
             for off, data in pieces:
-                fc.upload_range(data, off, len(data), file_last_write_mode="preserve", **kw)
+                if not (short and short.put_range(fc.url, off, data, trailing_dot=dot)):
+                    fc.upload_range(data, off, len(data), file_last_write_mode="preserve", **kw)
+            if short is not None:
+                renamed = short.rename(
+                    fc.url,
+                    self._file(dst).url,
+                    trailing_dot=dot,
+                    source_trailing_dot=fc.allow_source_trailing_dot,
+                )
+                if renamed is not None:
+                    return renamed
             try:
                 return headers_of(
                     fc.rename_file, dst, overwrite=False, ignore_read_only=False, **kw

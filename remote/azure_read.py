@@ -167,8 +167,8 @@ class AzureReads(AzureCore):
 
         def run(kw: SdkKwargs) -> bytes:
             fc = self._file(path)
-            if self._fast is not None:
-                data = self._fast.get(
+            if self._short is not None:
+                data = self._short.get(
                     fc.url, offset, length, trailing_dot=bool(fc.allow_trailing_dot)
                 )
                 if data is not None:

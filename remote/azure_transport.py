@@ -45,7 +45,7 @@ class AzureOptions:
     # buffer, filled by the socket in place (smaller reads cost a join, i.e. a copy under the GIL).
     block_size: int = MAX_RANGE
     trust_env: bool = True  # honour HTTP(S)_PROXY / NO_PROXY
-    fast_reads: bool = True  # ranged GETs without the SDK's pipeline (azure_fastget)
+    short_path: bool = True  # hot calls without the SDK's pipeline (azure_short)
 
 
 class CallStats:

@@ -129,6 +129,18 @@ def parse_share_url(url: str) -> ShareLocation:
     return ShareLocation(account_url, account, share, sas, path_style)
 
 
+def split_share_path(url: str) -> tuple[str, str]:
+    """SHARE_URL/DIR/SUB -> (SHARE_URL, "DIR/SUB"): a directory of the share named in its URL
+    (a SAS query stays with the share URL)."""
+    parts = urlsplit(url.strip())
+    segments = [s for s in parts.path.split("/") if s]
+    keep = 2 if parts.hostname and _is_path_style(parts.hostname) else 1
+    share_path = "/" + "/".join(segments[:keep])
+    query = f"?{parts.query}" if parts.query else ""
+    below = "/".join(unquote(s) for s in segments[keep:])
+    return f"{parts.scheme}://{parts.netloc}{share_path}{query}", below
+
+
 def parse_connection_string(conn: str) -> dict[str, str]:
     """'A=b;C=d' -> {'a': 'b', 'c': 'd'} (keys lower-cased). Values are never echoed in errors."""
     out: dict[str, str] = {}

@@ -9,7 +9,7 @@ tiered directory. Prints seconds (the whole command, and its own time without th
 start-up), files/s and the speed-up over one thread. The issue's target: 16 threads at least
 8x faster than 1 with 20 ms of latency. On a 2-core machine the emulator, the daemon and the
 command (all Python) share the cores: a 64 KiB recall costs the daemon ~1.6 ms of CPU (its
-ranged GET on the short path of remote/azure_fastget.py; ~3.4 ms through the SDK's pipeline)
+ranged GET on the short path of remote/azure_short.py; ~3.4 ms through the SDK's pipeline)
 and the emulator ~0.6 ms, which bounds the speed-up of small files there.
 """
 

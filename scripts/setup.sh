@@ -22,6 +22,8 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
     fi
 fi
 if [ "$extras" = "[test]" ] && ! command -v fio >/dev/null 2>&1; then need_pkgs+=(fio); fi
+# rsync: the migration tests compare a migrated tree with its source (rsync -an --itemize-changes)
+if [ "$extras" = "[test]" ] && ! command -v rsync >/dev/null 2>&1; then need_pkgs+=(rsync); fi
 pkgs=$(printf '%s ' "${need_pkgs[@]}" | xargs)
 if [ -n "$pkgs" ]; then
     echo "setup: installing system packages: $pkgs"

@@ -3,6 +3,7 @@ times for people, and one-line errors."""
 
 from __future__ import annotations
 
+import argparse
 import errno
 import fnmatch
 import os
@@ -255,3 +256,30 @@ def drain_and_wait(mnt: str, timeout: float | None, *, quiet: bool) -> control.P
     finally:
         if shown and tty:
             print(file=sys.stderr)
+
+
+def add_credential_options(p: argparse.ArgumentParser) -> None:
+    """The ways to give a share's credentials besides a SAS in its URL (mount, migrate)."""
+    p.add_argument(
+        "--account-key",
+        metavar="KEY",
+        help="storage account key (visible in `ps`: prefer AZURE_STORAGE_KEY or "
+        "--account-key-file)",
+    )
+    p.add_argument("--account-key-file", metavar="FILE", help="file holding the account key")
+    p.add_argument(
+        "--connection-string",
+        metavar="CS",
+        help="storage connection string (prefer AZURE_STORAGE_CONNECTION_STRING)",
+    )
+
+
+def warn_account_key(args: argparse.Namespace) -> str | None:
+    """The key given on the command line, with a warning that `ps` shows it."""
+    if args.account_key:
+        print(
+            "fsync-fuse: warning: --account-key is visible to every user in `ps` output; "
+            "prefer AZURE_STORAGE_KEY or --account-key-file",
+            file=sys.stderr,
+        )
+    return args.account_key or None

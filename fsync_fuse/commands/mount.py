@@ -12,6 +12,7 @@ import sys
 
 from fsync_fuse.background import Ready
 from fsync_fuse.commands import tiering
+from fsync_fuse.commands.common import add_credential_options, warn_account_key
 from fsync_fuse.config import (
     MountConfig,
     default_cache_dir,
@@ -161,18 +162,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help="verbose logging"
     )
-    p.add_argument(
-        "--account-key",
-        metavar="KEY",
-        help="storage account key (visible in `ps`: prefer AZURE_STORAGE_KEY or "
-        "--account-key-file)",
-    )
-    p.add_argument("--account-key-file", metavar="FILE", help="file holding the account key")
-    p.add_argument(
-        "--connection-string",
-        metavar="CS",
-        help="storage connection string (prefer AZURE_STORAGE_CONNECTION_STRING)",
-    )
+    add_credential_options(p)
     p.add_argument(
         "--block-size",
         type=_size,
@@ -224,12 +214,7 @@ def build_config(args: argparse.Namespace) -> MountConfig:
     sid = share_id(loc.account_url, loc.share)
     cache_dir = os.path.abspath(args.cache_dir) if args.cache_dir else str(default_cache_dir(sid))
     creds = {}
-    if args.account_key:
-        print(
-            "fsync-fuse: warning: --account-key is visible to every user in `ps` output; "
-            "prefer AZURE_STORAGE_KEY or --account-key-file",
-            file=sys.stderr,
-        )
+    if warn_account_key(args):
         creds["account_key"] = args.account_key
     if args.account_key_file:
         creds["key_file"] = args.account_key_file

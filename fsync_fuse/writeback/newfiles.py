@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 #: new files up to this size are created with their content (one Put Range)
 INLINE_MAX = 4 * 1024 * 1024
+#: how long a queued create waits for its file to be done being written (`until_due`)
+SETTLE_MAX = 10.0
 
 #: what a queued operation's application returns: the share's answer to record with its
 #: removal from the outbox, and bookkeeping to run in that same synchronous step
@@ -72,6 +74,9 @@ class NewFiles:
         self.db = ns.env.open_db(b"newfiles")
         #: ino -> our temporary files not yet recorded under their name (module doc)
         self._ours: dict[int, Ours] = {}
+        #: since mount: files and bytes of content sent, failed uploads (the uploader's and
+        #: the creates' that carry their content: status, metrics)
+        self.upload_stats = {"files": 0, "bytes": 0, "failures": 0}
         with ns.env.begin(db=self.db) as txn:
             for key, raw in txn.cursor():
                 ours = {fid: (lw, size) for fid, (lw, size) in json.loads(raw).items()}
@@ -185,6 +190,8 @@ class NewFiles:
                 return
             self.dirty.set_low(ino, None)  # a new file holds no stale content
             if inline:
+                self.upload_stats["files"] += 1
+                self.upload_stats["bytes"] += sum(len(d) for _, d in pieces)
                 # the share holds [0, size): remote_valid first, then clean (INVARIANTS)
                 self.cache.set_remote_valid(ino, size)
                 for token in tokens:
@@ -276,6 +283,27 @@ class NewFiles:
         except NotFound:
             return False
         return self.conflicts.is_ours(there, self.ours(ino))
+
+    async def until_due(self, op: dict) -> None:
+        """Before a queued create of a small file still being written: wait until it is due
+        (quiet for the write-back delay; at once when the mount drains), at most SETTLE_MAX.
+        Then it goes out in three calls with its content, mode, owner and times, instead of
+        being created empty and uploaded after (eight calls or more, with a lease and a
+        conflict check). Creates queued during a `tar -x` thus trail it by the delay and
+        overlap it, rather than waiting for it to end."""
+        if op["op"] != "create":
+            return
+        ino = op["ino"]
+        give_up = trio.current_time() + SETTLE_MAX
+        while self.dirty.is_dirty(ino):
+            rec = self.ns.get(ino)
+            due = self.dirty.due.get(ino)
+            now = trio.current_time()
+            if rec is None or rec.size > INLINE_MAX or due is None or due <= now:
+                return
+            if now >= give_up:
+                return
+            await trio.sleep(min(due, give_up) - now)
 
     def _inline(self, ino: int, size: int) -> bool:
         """Send a new file's content with its create when it is small, dirty and due: quiet

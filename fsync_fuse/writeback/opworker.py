@@ -136,6 +136,7 @@ class OpWorker:
         lock = (
             self.lock.exclusive if op["op"] in ("rename", "unlink", "rmdir") else self.lock.shared
         )
+        await self.new_files.until_due(op)
         while True:
             try:
                 async with lock():

@@ -82,8 +82,9 @@ class Uploader:
         self._lease: dict[int, str] = {}  # ino -> lease id held by its upload
         self.scheduler_rounds = 0  # wake-ups of the scheduler (tests, status)
         self.last_error: str | None = None  # the latest failure (None after a success)
-        #: since mount: files uploaded, bytes sent, failed uploads (status, metrics)
-        self.stats = {"files": 0, "bytes": 0, "failures": 0}
+        #: since mount: files uploaded, bytes sent, failed uploads (status, metrics); shared
+        #: with the creates that carry a new file's content (newfiles.py)
+        self.stats = new_files.upload_stats
 
     @property
     def in_flight(self) -> int:

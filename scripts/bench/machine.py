@@ -128,3 +128,14 @@ def machine() -> dict[str, object]:
         "loadavg_start": os.getloadavg(),
         "page_cache_drop": can_drop_caches(),
     }
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """CPU time (user + system, all threads) a live process has used so far, or None."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

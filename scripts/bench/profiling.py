@@ -70,8 +70,10 @@ class Profiler:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
         out = self.out_dir / (label.replace("/", "_") + ".txt")
+        # --gil: only the thread holding the GIL is sampled. The daemon is one Python process
+        # whose threads mostly wait on sockets; what costs is what holds the interpreter.
         cmd = [self.exe, "record", "--pid", str(pid), "--rate", "100", "--format", "raw",
-               "--output", str(out), "--nonblocking"]  # fmt: skip
+               "--output", str(out), "--nonblocking", "--gil"]  # fmt: skip
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(0.3)  # attach before the work starts
         try:

@@ -22,7 +22,7 @@ COLUMNS = ("local", "sdk", FS, "rclone")
 class Row:
     key: str
     title: str
-    kind: str  # rate | ops | time | mem
+    kind: str  # rate | ops | time | mem | cpu
 
 
 ROWS = [
@@ -44,8 +44,14 @@ ROWS = [
     Row("headers/drain", "16 header tree: until all on the share (local: sync)", "time"),
     Row("headers/read-warm", "16 header tree: read all, page cache dropped", "time"),
     Row("headers/read-cold", "16 header tree: read all, local cache empty", "time"),
+    Row("small-files/cpu", "5 small files: daemon CPU per file, tar -x until on the share", "cpu"),
+    Row("headers/cpu", "16 header tree: daemon CPU per file, tar -x until on the share", "cpu"),
+    Row("small-files/emulator-cpu", "5 small files: emulator CPU per file, same span", "cpu"),
+    Row("headers/emulator-cpu", "16 header tree: emulator CPU per file, same span", "cpu"),
     Row("metadata/cold", "6 find + stat, cold (first listing)", "time"),
     Row("metadata/warm", "6 find + stat, warm", "time"),
+    Row("migrate/small", "17 migrate a tree of small files into the share", "time"),
+    Row("migrate/large", "17 migrate one large file into the share", "rate"),
     Row("memory/list", "7 find + stat over the large namespace", "time"),
     Row("memory/rss", "7 daemon RSS after listing it", "mem"),
     Row("memory/anon", "7 ... of which the daemon's own memory (RssAnon)", "mem"),
@@ -71,7 +77,7 @@ class Target:
     row: str
     ref: str  # a contestant, or "" for an absolute bound
     speed: float = 0.0  # fsync-fuse speed >= speed x reference
-    max_mib: float = 0.0  # absolute: value < max_mib
+    max_mib: float = 0.0  # absolute: value < max_mib (MiB, or ms for a cpu row)
     text: str = ""
 
 
@@ -92,11 +98,14 @@ TARGETS = [
         for step in ("extract", "drain", "read-cold")
     ],
     Target("headers/extract", "local", 1 / 10, text="time <= 10x local"),
+    *[Target(f"{t}/cpu", "", max_mib=0.5, text="<= 0.5 ms") for t in ("small-files", "headers")],
     Target("metadata/warm", "local", 1 / 3, text="time <= 3x local"),
     Target("memory/rss", "", max_mib=200, text="< 200 MB"),
+    Target("migrate/small", "rclone", 1.5, text=">= 1.5x rclone copy"),
+    Target("migrate/large", "sdk", 0.9, text=">= 0.9x SDK upload"),
 ]
 
-UNITS = {"rate": "MB/s", "ops": "/s", "time": "s", "mem": "MiB"}
+UNITS = {"rate": "MB/s", "ops": "/s", "time": "s", "mem": "MiB", "cpu": "ms/file"}
 
 
 @dataclass
@@ -119,6 +128,8 @@ def value_of(kind: str, s: dict) -> float:
         return s["ops"] / max(s["seconds"], 1e-9)
     if kind == "mem":
         return s["bytes"] / (1 << 20)
+    if kind == "cpu":
+        return s["cpu"] / max(s["ops"], 1) * 1000
     return s["seconds"]
 
 
@@ -136,6 +147,8 @@ def stats(values: list[float]) -> dict[str, float] | None:
 
 
 def speed_ratio(kind: str, ours: float, ref: float) -> float | None:
+    if kind == "cpu":
+        return ref / ours if ours and ref else None  # less CPU per file is faster
     if kind == "mem" or not ours or not ref:
         return None
     return ours / ref if kind in ("rate", "ops") else ref / ours
@@ -228,6 +241,8 @@ def _fmt(v: float, kind: str) -> str:
         return f"{v:.3g} s" if v < 100 else f"{v:.0f} s"
     if kind == "mem":
         return f"{v:.0f} MiB"
+    if kind == "cpu":
+        return f"{v:.2f} ms"
     unit = UNITS[kind]
     return f"{v:.3g} {unit}" if v < 1000 else f"{v:.0f} {unit}"
 

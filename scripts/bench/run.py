@@ -18,6 +18,7 @@ import time
 import traceback
 from pathlib import Path
 
+from . import migrate as mig
 from . import report, trees
 from . import smallfiles as sf
 from . import workloads as wl
@@ -292,6 +293,8 @@ def _prepare(s: Settings, work: Path, results: Results, meta: dict, started: lis
             fs=[],
             local_root=local_root,
             profiler=Profiler(work / "profiles", s.profile),
+            emulator_pid=emu.proc.pid if emu.proc else None,
+            share_url=emu.share_url(SHARE),
         )
         meta["profiles"] = bench.profiler.summaries
         if wants & {"seq-read", "rand-read", "seq-write"} or "emulator" in s.contestants:
@@ -306,7 +309,7 @@ def _prepare(s: Settings, work: Path, results: Results, meta: dict, started: lis
         if "metadata" in wants and "local" in s.contestants:
             trees.write_local(local_root / "meta", s.entries)
         for key, prepare in (("small-files", sf.prepare_sdist), ("headers", sf.prepare_headers)):
-            if key in wants:
+            if key in wants or (key == "small-files" and "migrate" in wants):
                 tree = bench.trees[key] = prepare(bench)
                 meta.setdefault("trees", {})[key] = {"files": len(tree.manifest), "what": tree.what}
         drop_caches()
@@ -390,6 +393,7 @@ def _run(bench: Bench, s: Settings, meta: dict) -> None:
         ("headers", "headers" in wants, lambda: sf.run_tree(bench, bench.trees["headers"])),
         ("metadata", "metadata" in wants, lambda: wl.metadata(bench)),
         ("memory", "memory" in wants and bool(bench.mounts), lambda: wl.memory(bench, NS_SHARE)),
+        ("migrate", "migrate" in wants, lambda: mig.run(bench, bench.share_url)),
     ]
     for name, enabled, fn in steps:
         if not enabled:

@@ -17,6 +17,7 @@ WORKLOADS = (
     "headers",
     "metadata",
     "memory",
+    "migrate",
 )
 DEFAULT_SDIST = "pygments==2.19.1"
 

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .machine import drop_caches
+from .machine import cpu_seconds, drop_caches
 from .workloads import Bench, FsContestant, _mkdir_settled, attempt, log_value, prof, run_timed
 
 log = logging.getLogger("bench")
@@ -167,6 +167,7 @@ def run_tree(b: Bench, tree: Tree) -> None:
                 dest = c.root / rel
                 dest.mkdir()
                 c.settle(tmo)
+                cpu0 = cpu_seconds(c.daemon_pid()), cpu_seconds(b.emulator_pid)
                 with prof(b, c, f"{key}/extract"):
                     t, _ = run_timed(["tar", "-xf", str(tree.tar), "-C", str(dest)], tmo)
                 log_value(f"{key}/extract", c.name, b.results.add(f"{key}/extract", c.name, t, ops=nfiles), "s")  # fmt: skip
@@ -176,6 +177,7 @@ def run_tree(b: Bench, tree: Tree) -> None:
                     c.settle(tmo, check)
                     t = time.perf_counter() - t0
                 log_value(f"{key}/drain", c.name, b.results.add(f"{key}/drain", c.name, t, ops=nfiles), "s")  # fmt: skip
+                _cpu(b, key, c, cpu0, nfiles)
                 for temp in ("warm", "cold"):
                     row = f"{key}/read-{temp}"
                     if temp == "cold":
@@ -194,6 +196,18 @@ def run_tree(b: Bench, tree: Tree) -> None:
                 shutil.rmtree(c.root / f"{key}/{c.name}/r{rep - 1}", ignore_errors=True)
         if b.want("sdk"):
             _sdk_tree(b, tree, rep)
+
+
+def _cpu(
+    b: Bench, key: str, c: FsContestant, before: tuple[float | None, float | None], n: int
+) -> None:
+    """CPU per file of the daemon and of the emulator from tar -x until on the share (the
+    issue's "CPU per new small file"; the emulator's share says whether it was the bound)."""
+    after = cpu_seconds(c.daemon_pid()), cpu_seconds(b.emulator_pid)
+    for row, t0, t1 in ((f"{key}/cpu", before[0], after[0]), (f"{key}/emulator-cpu", before[1], after[1])):  # fmt: skip
+        if t0 is not None and t1 is not None:
+            v = b.results.add(row, c.name, 0.0, cpu=t1 - t0, ops=n)
+            log_value(row, c.name, v, "ms/file")
 
 
 def _share_count(b: Bench, prefix: str) -> int:

@@ -52,6 +52,8 @@ class Bench:
     trees: dict[str, Any] = field(default_factory=dict)
     make_mount: Callable[[str, str], FsContestant] | None = None  # (kind, share) -> new mount
     profiler: Profiler = field(default_factory=lambda: Profiler(Path("."), False))
+    emulator_pid: int | None = None  # for CPU accounting (smallfiles.py)
+    share_url: str = ""  # the emulator's URL of the share (migrate.py)
 
     def want(self, name: str) -> bool:
         return name in self.s.contestants

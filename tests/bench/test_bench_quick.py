@@ -43,7 +43,15 @@ FS_ROWS = [
     "metadata/cold",
     "metadata/warm",
 ]
-MOUNT_ROWS = [*FS_ROWS, "seq-write/upload", "memory/list", "memory/rss"]
+MIGRATE_ROWS = ["migrate/small", "migrate/large"]
+MOUNT_ROWS = [
+    *FS_ROWS,
+    "seq-write/upload",
+    "memory/list",
+    "memory/rss",
+    "headers/cpu",
+    *MIGRATE_ROWS,
+]
 EXPECTED = {
     "local": FS_ROWS,
     "sdk": [
@@ -56,6 +64,7 @@ EXPECTED = {
         "headers/extract",
         "headers/read-cold",
         "metadata/cold",
+        *MIGRATE_ROWS,
     ],
     "fsync-fuse": MOUNT_ROWS,
     "rclone": MOUNT_ROWS,
@@ -79,7 +88,7 @@ VERIFIED = {
             "metadata/cold"],
     "fsync-fuse": ["seq-read/cold", "seq-write/close", "small-files/read-warm",
                    "small-files/read-cold", "headers/read-warm", "headers/read-cold",
-                   "metadata/cold", "metadata/warm", "memory/list"],
+                   "metadata/cold", "metadata/warm", "memory/list", *MIGRATE_ROWS],
 }  # fmt: skip
 VERIFIED["rclone"] = VERIFIED["fsync-fuse"]
 

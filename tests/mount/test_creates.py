@@ -45,6 +45,31 @@ def test_small_new_files_cost_three_calls(mounter, share, share_url, emulator):
     assert m.stop() == 0
 
 
+def test_a_new_file_still_being_written_waits_to_go_out_whole(mounter, share, share_url, emulator):
+    """Written in pieces further apart than a burst (so the queue runs meanwhile) but closer
+    than the write-back delay: its queued create waits until the file is due and sends it
+    whole in three calls, instead of creating it empty and uploading it after (with a
+    lease, a conflict check, properties and metadata)."""
+    m = mounter(share_url, args=["--writeback-delay", "1.5"])
+    before = emulator.stats()["by_op"]
+    data = os.urandom(5000)
+    with open(m.mnt / "slow.log", "wb") as fh:
+        for i in range(5):
+            fh.write(data[i * 1000 : (i + 1) * 1000])
+            fh.flush()
+            os.fsync(fh.fileno())  # a durable close point each time, like a logger's
+            trio.run(trio.sleep, 0.6)
+    m.wait_drained(60)
+    after = emulator.stats()["by_op"]
+    delta = {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
+    assert share.get("slow.log") == data
+    calls = {op: delta.get(op, 0) for op in ("CreateFile", "PutRange", "RenameFile")}
+    assert calls == {"CreateFile": 1, "PutRange": 1, "RenameFile": 1}, delta
+    for op in ("LeaseFile", "SetFileProperties", "SetFileMetadata", "GetFileProperties"):
+        assert delta.get(op, 0) == 0, delta
+    assert m.stop() == 0
+
+
 def _set_mtime(share, path: str, when: datetime.datetime) -> None:
     from azure.storage.fileshare import ContentSettings
 

@@ -177,8 +177,10 @@ def test_recall_in_parallel_with_progress_resume_and_tier(mounter, share, share_
         assert status(m.mnt)["recall"]["max_parallel_requests"] >= 8
         assert all(state(p) == "local" for p in paths)
 
-        # Ctrl-C in the middle, then the same command again
+        # Ctrl-C in the middle, then the same command again; a slower share keeps the middle
+        # long (a loaded machine may take seconds to notice the 20th recall)
         ok("tier", m.mnt / "proj")
+        emulator.set_faults(latency_ms=150)
         before = status(m.mnt)["recall"]["requests"]
         proc = subprocess.Popen(
             [sys.executable, "-m", "fsync_fuse", "recall", "--threads", "1", str(m.mnt / "proj")],

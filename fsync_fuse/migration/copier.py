@@ -1,0 +1,421 @@
+"""Copying a scanned source tree into the share: directories, then files in parallel, then
+directory times; the journal says what is done already.
+
+Every file is created under a temporary name (`.fsync-new-m…`, which mounts never list),
+filled, and renamed to its name without replacing anything: a file already at that name is
+only replaced when the journal says this migration put it there and the share still has
+that version (same ETag), i.e. the source changed since. Any other file at the name is left
+alone and reported (never overwritten). A file at its name with the source's size and
+last-write time and our metadata, unknown to the journal, is the copy a killed run finished
+before its journal group was committed: it is recorded, not sent again.
+
+Small files go in three calls (Create File, Put Range, Rename File: `create_filled`); larger
+ones are created, then filled in parallel 4 MiB ranges, each range recorded in the journal
+as it lands, so a rerun resumes at the first range not on the share.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from fsync_fuse.attrs import DIR, FILE
+from fsync_fuse.migration.journal import Journal
+from fsync_fuse.migration.source import TMP_PREFIX, Entry, Scan, dirs_by_depth, show
+from remote.base import (
+    AlreadyExists,
+    AuthFailed,
+    NotFound,
+    PermissionDenied,
+    Remote,
+    RemoteEntry,
+    RemoteError,
+)
+
+log = logging.getLogger(__name__)
+
+RANGE = 4 * 1024 * 1024
+
+
+class Abort(Exception):
+    """Nothing more can be copied (credentials refused): one line for the user."""
+
+
+@dataclass
+class Outcome:
+    copied: int = 0
+    unchanged: int = 0
+    adopted: int = 0  # found finished on the share by a rerun
+    deleted: int = 0
+    bytes_sent: int = 0
+    failed: list[dict[str, str]] = field(default_factory=list)
+    kept_on_share: list[dict[str, str]] = field(default_factory=list)  # --delete refused
+
+
+class Copier:
+    def __init__(
+        self,
+        *,
+        remote: Remote,
+        journal: Journal,
+        root: str,
+        scan: Scan,
+        owner: tuple[int, int],
+        threads: int,
+        on_file: Callable[[int], None] = lambda nbytes: None,
+    ) -> None:
+        self.remote, self.journal, self.root, self.scan = remote, journal, root, scan
+        self.owner = owner
+        self.limit = trio.CapacityLimiter(threads)
+        self.on_file = on_file
+        self.out = Outcome()
+        self._bad_dirs: set[bytes] = set()  # directories that could not be made
+        self._touched: set[bytes] = set()  # directories whose content changed in this run
+        self._made: set[bytes] = set()  # directories made or changed in this run
+
+    async def run(self, *, delete: bool, scope: set[bytes] | None = None) -> Outcome:
+        """Copy the scan; with `delete`, remove what the journal has and the scan does not,
+        within `scope` (the directories the scan walked; None: the whole source)."""
+        levels = dirs_by_depth(self.scan.entries)
+        for level in levels:
+            await self._parallel(self._dir, level)
+        await self._parallel(self._file, [e for e in self.scan.entries if e.kind != DIR])
+        for level in reversed(levels):
+            await self._parallel(self._dir_done, level)
+        if delete:
+            await self._delete_missing(scope)
+        self.journal.commit()
+        return self.out
+
+    async def _parallel(self, fn: Callable[[Entry], Any], entries: list[Entry]) -> None:
+        async def one(e: Entry) -> None:
+            async with self.limit:
+                try:
+                    await fn(e)
+                except (PermissionDenied, AuthFailed) as exc:
+                    raise Abort(
+                        f"the share refused a change ({exc}): do the credentials allow writing?"
+                    ) from None
+                except (RemoteError, OSError) as exc:
+                    self._fail(
+                        e, str(exc) if isinstance(exc, RemoteError) else exc.strerror or str(exc)
+                    )
+
+        async with trio.open_nursery() as n:
+            for e in entries:
+                n.start_soon(one, e)
+
+    def _fail(self, e: Entry, reason: str) -> None:
+        log.debug("%s: %s", e.share, reason)
+        self.out.failed.append({"path": show(e.rel), "reason": reason})
+        if e.kind == DIR:
+            self._bad_dirs.add(e.rel)
+
+    def _parent_failed(self, e: Entry) -> bool:
+        parent = e.rel.rpartition(b"/")[0] if b"/" in e.rel else b""
+        if e.rel and parent in self._bad_dirs:
+            self._fail(e, "its directory could not be made on the share")
+            return True
+        return False
+
+    # --- directories
+
+    async def _dir(self, e: Entry) -> None:
+        if self._parent_failed(e):
+            return
+        rec = self.journal.get(e.rel)
+        if rec is not None and rec["sig"] == e.signature():
+            self.out.unchanged += 1
+            return
+        if not e.share:  # the share's root: nothing to make, its properties stay
+            self._touched.add(e.rel)
+            return
+        meta, attrs = e.share_props(self.owner)
+        try:
+            await self.remote.mkdir(e.share, metadata=meta, attributes=attrs)
+        except AlreadyExists:
+            there = await self.remote.stat(e.share)
+            if not there.is_dir:
+                raise RemoteError("a file of that name is on the share: left as it is") from None
+            await self.remote.set_properties(e.share, metadata=meta, attributes=attrs, is_dir=True)
+        except NotFound:
+            if e.rel:
+                raise
+            await self._make_parents(e.share)
+            await self.remote.mkdir(e.share, metadata=meta, attributes=attrs)
+        self._touched.add(e.rel)
+        self._made.add(e.rel)
+
+    async def _make_parents(self, path: str) -> None:
+        """The target directory's parents (SHARE_URL/a/b: a and a/b), as `mkdir -p`."""
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            try:
+                await self.remote.mkdir("/".join(parts[:i]))
+            except AlreadyExists:
+                pass
+
+    async def _dir_done(self, e: Entry) -> None:
+        """Its times, once its content is in place (adding entries moves a directory's
+        last-write time); then it is recorded."""
+        if e.rel in self._bad_dirs or e.rel not in self._touched:
+            return
+        if e.share:
+            await self.remote.set_properties(e.share, last_write_ns=e.mtime_ns, is_dir=True)
+        self.journal.record(e.rel, {"sig": e.signature(), "share": e.share})
+        if e.rel in self._made:
+            self.out.copied += 1
+
+    # --- files, symlinks, special files
+
+    async def _file(self, e: Entry) -> None:
+        if self._parent_failed(e):
+            return
+        rec = self.journal.get(e.rel)
+        if rec is not None and rec["sig"] == e.signature():
+            self.out.unchanged += 1
+            self.on_file(e.size)
+            return
+        parent = e.rel.rpartition(b"/")[0] if b"/" in e.rel else b""
+        self._touched.add(parent)
+        if e.kind == FILE and e.size > RANGE:
+            await self._large(e, rec)
+        else:
+            await self._small(e, rec)
+        self.on_file(e.size)
+
+    async def _small(self, e: Entry, rec: dict[str, Any] | None) -> None:
+        if rec is None and await self._finished_before(e):
+            return
+        if e.kind == FILE:
+            data = await trio.to_thread.run_sync(self._read, e)
+        else:
+            data = (e.target or "").encode("utf-8", "surrogateescape")
+        meta, attrs = e.share_props(self.owner)
+        tmp = self._tmp(e)
+        self.journal.record_partial(e.rel, {"sig": e.signature(), "tmp": tmp})
+        made: list[RemoteEntry] = []
+        try:
+            entry = await self.remote.create_filled(
+                tmp,
+                e.share,
+                len(data),
+                [(0, data)] if data else [],
+                metadata=meta,
+                last_write_ns=e.mtime_ns,
+                attributes=attrs,
+                made=made,
+            )
+        except AlreadyExists:
+            got = await self._occupied(e, rec, tmp)
+            if got is None:
+                return
+            entry = got
+        self._done(e, entry, len(data))
+
+    async def _finished_before(self, e: Entry) -> bool:
+        """A run killed after this entry's upload and before its record left a `partial`
+        record: the share may have it finished at its name (then it is recorded, not sent
+        again; a temporary file left behind is removed)."""
+        part = self.journal.get_partial(e.rel)
+        if part is None or part["sig"] != e.signature():
+            return False
+        try:
+            there = await self.remote.stat(e.share)
+        except NotFound:
+            there = None
+        ours = there is not None and (
+            there.file_id == part.get("file_id") or self._is_our_copy(e, there)
+        )
+        if there is not None and ours:
+            await self._discard(part["tmp"])
+            self._record(e, there)
+            self.out.adopted += 1
+            return True
+        if e.kind != FILE or e.size <= RANGE:
+            await self._discard(part["tmp"])  # the killed attempt's; a new one starts
+        return False
+
+    async def _large(self, e: Entry, rec: dict[str, Any] | None) -> None:
+        meta, attrs = e.share_props(self.owner)
+        part = self.journal.get_partial(e.rel)
+        tmp, file_id, done = None, None, set()
+        if part is not None and part["sig"] == e.signature():
+            try:
+                there = await self.remote.stat(part["tmp"])
+                if there.file_id == part["file_id"] and there.size == e.size:
+                    tmp, file_id, done = part["tmp"], part["file_id"], set(part["done"])
+            except NotFound:  # renamed already, and killed before that was recorded?
+                if rec is None and await self._finished_before(e):
+                    return
+        if tmp is None:
+            tmp = self._tmp(e)
+            made = await self.remote.create_file(
+                tmp, e.size, metadata=meta, last_write_ns=e.mtime_ns, attributes=attrs
+            )
+            file_id = made.file_id
+            self.journal.record_partial(
+                e.rel, {"sig": e.signature(), "tmp": tmp, "file_id": file_id, "done": []}
+            )
+        ranges = [i for i in range((e.size + RANGE - 1) // RANGE) if i not in done]
+
+        async def put(i: int) -> None:
+            async with self.limit:
+                off = i * RANGE
+                data = await trio.to_thread.run_sync(self._pread, e, off, min(RANGE, e.size - off))
+                await self.remote.write(tmp, off, data, keep_mtime=True)
+            done.add(i)
+            self.out.bytes_sent += len(data)
+            self.journal.record_partial(
+                e.rel, {"sig": e.signature(), "tmp": tmp, "file_id": file_id, "done": sorted(done)}
+            )
+
+        # this task holds a slot of the limiter; its ranges take others
+        self.limit.release_on_behalf_of(trio.lowlevel.current_task())
+        try:
+            async with trio.open_nursery() as n:
+                for i in ranges:
+                    n.start_soon(put, i)
+        finally:
+            await self.limit.acquire_on_behalf_of(trio.lowlevel.current_task())
+        try:
+            entry = await self.remote.rename_new(tmp, e.share, file_id)
+        except AlreadyExists:
+            got = await self._occupied(e, rec, tmp)
+            if got is None:
+                return
+            entry = got
+        self._done(e, entry, 0)
+
+    async def _occupied(self, e: Entry, rec: dict[str, Any] | None, tmp: str) -> RemoteEntry | None:
+        """The name is taken on the share; our filled temporary file is at `tmp`."""
+        there = await self.remote.stat(e.share)
+        if rec is not None and not there.is_dir and there.etag == rec.get("etag"):
+            # ours from an earlier run, unchanged there since: the source changed, replace it
+            entry = await self.remote.rename(tmp, e.share, replace=True)
+            return entry if entry is not None else await self.remote.stat(e.share)
+        await self._discard(tmp)
+        if rec is None and self._is_our_copy(e, there):
+            self._record(e, there)
+            self.out.adopted += 1
+            return None
+        what = "a directory" if there.is_dir else "a file"
+        why = "changed on the share since it was copied" if rec else "not copied by this migration"
+        raise RemoteError(f"{what} of that name is on the share ({why}): left as it is")
+
+    def _is_our_copy(self, e: Entry, there: RemoteEntry) -> bool:
+        meta, _ = e.share_props(self.owner)
+        have = {k.lower(): v for k, v in (there.metadata or {}).items()}
+        return (
+            not there.is_dir
+            and there.size == (e.size if e.kind == FILE else len((e.target or "").encode()))
+            and there.last_write_ns == e.mtime_ns // 100 * 100
+            and all(have.get(k.lower()) == v for k, v in meta.items())
+        )
+
+    def _record(self, e: Entry, entry: RemoteEntry) -> None:
+        """`entry` is the share's copy of `e` (the journal's `done` record)."""
+        self.journal.record(
+            e.rel,
+            {"sig": e.signature(), "share": e.share, "etag": entry.etag, "file_id": entry.file_id},
+        )
+
+    def _done(self, e: Entry, entry: RemoteEntry, sent: int) -> None:
+        self._record(e, entry)
+        self.out.copied += 1
+        self.out.bytes_sent += sent
+
+    async def _discard(self, tmp: str) -> None:
+        try:
+            await self.remote.delete_file(tmp)
+        except RemoteError as exc:
+            log.debug("leaving %s on the share: %s", tmp, exc)
+
+    def _tmp(self, e: Entry) -> str:
+        parent = e.share.rpartition("/")[0]
+        name = TMP_PREFIX + secrets.token_hex(8)
+        return f"{parent}/{name}" if parent else name
+
+    def _read(self, e: Entry) -> bytes:
+        with open(self._src(e), "rb") as fh:
+            return fh.read()
+
+    def _pread(self, e: Entry, off: int, n: int) -> bytes:
+        fd = os.open(self._src(e), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return os.pread(fd, n, off)
+        finally:
+            os.close(fd)
+
+    def _src(self, e: Entry) -> bytes:
+        return os.path.join(os.fsencode(self.root), e.rel)
+
+    # --- --delete
+
+    async def _delete_missing(self, scope: set[bytes] | None) -> None:
+        """Entries the journal has and the source no longer does: removed from the share when
+        the share still has the version this migration put there (files first, then
+        directories deepest first)."""
+        present = {e.rel for e in self.scan.entries}
+        gone = [
+            rel
+            for rel in self.journal.paths()
+            if rel not in present and (scope is None or _within(rel, scope))
+        ]
+        recs = {rel: self.journal.get(rel) or {} for rel in gone}
+        files = [rel for rel in gone if recs[rel].get("sig", [DIR])[0] != DIR]
+        dirs = sorted((rel for rel in gone if rel not in files), key=lambda r: -r.count(b"/"))
+
+        async def rm_file(rel: bytes) -> None:
+            rec = recs[rel]
+            try:
+                there = await self.remote.stat(rec["share"])
+            except NotFound:
+                self.journal.forget(rel)
+                return
+            if there.etag != rec.get("etag"):
+                self.out.kept_on_share.append(
+                    {"path": show(rel), "reason": "changed on the share since it was copied"}
+                )
+                return
+            await self.remote.delete_file(rec["share"])
+            self.journal.forget(rel)
+            self.out.deleted += 1
+
+        async with trio.open_nursery() as n:
+            for rel in files:
+                n.start_soon(self._guarded, rm_file, rel)
+        for rel in dirs:
+            rec = recs[rel]
+            if not rec.get("share"):
+                continue
+            try:
+                await self.remote.rmdir(rec["share"])
+                self.out.deleted += 1
+            except NotFound:
+                pass
+            except RemoteError as exc:
+                self.out.kept_on_share.append({"path": show(rel), "reason": str(exc)})
+                continue
+            self.journal.forget(rel)
+
+    async def _guarded(self, fn: Callable[[bytes], Any], rel: bytes) -> None:
+        async with self.limit:
+            try:
+                await fn(rel)
+            except RemoteError as exc:
+                self.out.kept_on_share.append({"path": show(rel), "reason": str(exc)})
+
+
+def _within(rel: bytes, dirs: set[bytes]) -> bool:
+    """Is `rel` inside one of `dirs` (at any depth; b"" is the source itself)?"""
+    if b"" in dirs:
+        return True
+    parts = rel.split(b"/")
+    return any(b"/".join(parts[:i]) in dirs for i in range(1, len(parts)))

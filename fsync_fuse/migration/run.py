@@ -1,0 +1,216 @@
+"""One migration from start to report: open the share and the journal, copy the source,
+then (with `watch`) follow it until interrupted. Used by `fsync-fuse migrate`."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from fsync_fuse.attrs import DIR
+from fsync_fuse.migration.copier import Abort, Copier, Outcome
+from fsync_fuse.migration.journal import Journal, JournalMismatch
+from fsync_fuse.migration.source import Scan, scan
+from fsync_fuse.migration.watch import Watcher, outermost
+from remote.azure import AzureOptions
+from remote.base import NotFound, Remote, RemoteError
+from remote.credentials import ConfigError, open_remote
+
+log = logging.getLogger(__name__)
+
+
+class Failed(Exception):
+    """The migration cannot start or go on: one line for the user."""
+
+
+@dataclass
+class Job:
+    src: str
+    share_url: str
+    below: str  # the target directory's path in the share ("": its root)
+    state: Path
+    owner: tuple[int, int]
+    threads: int = 16
+    delete: bool = False
+    rename_invalid: bool = False
+    watch: bool = False
+    account_key: str | None = None
+    account_key_file: str | None = None
+    connection_string: str | None = None
+    #: (files, bytes) -> a progress object with advance(nbytes) and close()
+    progress: Callable[[int, int], Any] | None = None
+    #: a line for the user after each round of --watch
+    say: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)
+
+
+@dataclass
+class Totals:
+    scan: Scan = field(default_factory=Scan)
+    out: Outcome = field(default_factory=Outcome)
+    rounds: int = 0
+
+    def add(self, found: Scan, out: Outcome) -> None:
+        for key in ("renamed", "invalid", "hardlinks", "failed"):
+            getattr(self.scan, key).extend(getattr(found, key))
+        for key in ("copied", "unchanged", "adopted", "deleted", "bytes_sent"):
+            setattr(self.out, key, getattr(self.out, key) + getattr(out, key))
+        self.out.failed.extend(out.failed)
+        self.out.kept_on_share.extend(out.kept_on_share)
+
+
+async def migrate(job: Job) -> dict[str, Any]:
+    t0 = time.monotonic()
+    try:
+        remote = await open_remote(
+            job.share_url,
+            account_key=job.account_key,
+            key_file=job.account_key_file,
+            connection_string=job.connection_string,
+            options=AzureOptions(max_concurrency=job.threads),
+        )
+    except (ConfigError, RemoteError) as exc:
+        raise Failed(str(exc)) from None
+    try:
+        if job.below:
+            try:
+                if not (await remote.stat(job.below)).is_dir:
+                    raise Failed(f"{job.below!r} on the share is a file, not a directory")
+            except NotFound:
+                pass
+        target = f"{remote.account_url}/{remote.share_name}/{job.below}".rstrip("/")
+        name = "journal-" + hashlib.sha256(target.encode()).hexdigest()[:12]
+        try:
+            journal = Journal(job.state / name, target)
+        except JournalMismatch as exc:
+            raise Failed(str(exc)) from None
+        totals = Totals()
+        try:
+            base = job.below.split("/") if job.below else []
+            found = await trio.to_thread.run_sync(
+                lambda: scan(job.src, base, rename_invalid=job.rename_invalid)
+            )
+            progress = job.progress(found.files, found.nbytes) if job.progress else None
+            try:
+                out = await _copy(job, remote, journal, found, None, progress)
+            finally:
+                if progress is not None:
+                    progress.close()
+            totals.add(found, out)
+            entries, files, nbytes = len(found.entries), found.files, found.nbytes
+            if job.watch:
+                await _follow(job, remote, journal, base, totals, found)
+        finally:
+            journal.close()
+    finally:
+        await remote.aclose()
+    s, o = totals.scan, totals.out
+    return {
+        "source": job.src,
+        "target": target,
+        "journal": str(job.state),
+        "seconds": round(time.monotonic() - t0, 3),
+        "entries": entries,
+        "files": files,
+        "bytes": nbytes,
+        "copied": o.copied,
+        "unchanged": o.unchanged,
+        "resumed_finished": o.adopted,
+        "deleted": o.deleted,
+        "bytes_sent": o.bytes_sent,
+        "watch_rounds": totals.rounds,
+        "renamed": s.renamed,
+        "invalid": s.invalid,
+        "hardlinks": s.hardlinks,
+        "failed": s.failed + o.failed,
+        "kept_on_share": o.kept_on_share,
+    }
+
+
+async def _copy(
+    job: Job,
+    remote: Remote,
+    journal: Journal,
+    found: Scan,
+    scope: set[bytes] | None,
+    progress: Any,
+) -> Outcome:
+    copier = Copier(
+        remote=remote,
+        journal=journal,
+        root=job.src,
+        scan=found,
+        owner=job.owner,
+        threads=job.threads,
+        on_file=progress.advance if progress is not None else lambda n: None,
+    )
+    try:
+        return await copier.run(delete=job.delete, scope=scope)
+    except Abort as exc:
+        raise Failed(str(exc)) from None
+
+
+async def _follow(
+    job: Job, remote: Remote, journal: Journal, base: list[str], totals: Totals, first: Scan
+) -> None:
+    """--watch: rescan and copy what changes until SIGINT or SIGTERM."""
+    watcher = Watcher(job.src)
+    try:
+        watcher.watch([e.rel for e in first.entries if e.kind == DIR])
+        job.say(f"migrate: watching {watcher.watched} directories of {job.src} (Ctrl-C stops)")
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+
+                async def stop() -> None:
+                    async for _ in signals:
+                        nursery.cancel_scope.cancel()
+                        return
+
+                nursery.start_soon(stop)
+                while True:
+                    changes = await watcher.changes()
+                    dirs = {b""} if changes.everything else outermost(changes.dirs)
+                    starts = _share_paths(journal, dirs, base)
+                    found = await trio.to_thread.run_sync(
+                        functools.partial(
+                            scan, job.src, base, rename_invalid=job.rename_invalid, below=starts
+                        )
+                    )
+                    # a round is not interrupted half-way: its journal records stay whole
+                    with trio.CancelScope(shield=True):
+                        out = await _copy(job, remote, journal, found, set(starts), None)
+                    totals.add(found, out)
+                    totals.rounds += 1
+                    watcher.watch([e.rel for e in found.entries if e.kind == DIR])
+                    job.say(
+                        f"migrate: {out.copied} copied, {out.deleted} deleted, "
+                        f"{len(out.failed) + len(found.failed)} failed "
+                        f"({len(starts)} directories rescanned)"
+                    )
+    finally:
+        watcher.close()
+
+
+def _share_paths(journal: Journal, dirs: set[bytes], base: list[str]) -> dict[bytes, str]:
+    """Each changed directory with its path on the share; one the journal does not know yet
+    (made since) is covered by rescanning its parent instead."""
+    out: dict[bytes, str] = {}
+    for rel in dirs:
+        while True:
+            if not rel:
+                out[b""] = "/".join(base)
+                break
+            rec = journal.get(rel)
+            if rec is not None:
+                out[rel] = rec["share"]
+                break
+            rel = rel.rpartition(b"/")[0]
+    return {rel: share for rel, share in out.items() if rel in outermost(set(out))}

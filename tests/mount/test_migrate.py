@@ -1,0 +1,269 @@
+"""`fsync-fuse migrate`: a source tree copied into the share shows, through a mount with an
+empty cache, exactly as it was (rsync finds nothing to do); a killed run resumes without
+sending a finished file again; reruns send only what changed; names the share cannot hold
+are reported or renamed, never lost; nothing on the share is overwritten."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.mount.helpers import REPO, env, eventually
+
+NS = 1_700_000_000_000_000_000  # mtimes below are whole 100 ns: what the share keeps
+
+
+def migrate(src: Path, url: str, state: Path, *extra: str, timeout: float = 300):
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fsync_fuse",
+            "migrate",
+            str(src),
+            url,
+            "--state",
+            str(state),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        env=env(),
+        cwd=REPO,
+        timeout=timeout,
+    )
+
+
+def set_times(p: Path, i: int) -> None:
+    t = NS + i * 1_000_000_100
+    os.utime(p, ns=(t, t), follow_symlinks=False)
+
+
+def make_tree(src: Path, small: int, big: int) -> None:
+    (src / "empty dir").mkdir(parents=True)
+    (src / "docs" / "deep" / "deeper").mkdir(parents=True)
+    for i in range(small):
+        d = src / "many" / f"d{i % 20:02}"
+        d.mkdir(parents=True, exist_ok=True)
+        p = d / f"file {i:04}.txt"
+        p.write_bytes(os.urandom(50 + i % 700))
+        os.chown(p, 1000 + i % 3, 2000 + i % 2)
+        os.chmod(p, (0o600, 0o644, 0o640, 0o755)[i % 4])
+        set_times(p, i)
+    (src / "docs" / "ünïcødé ✓.txt").write_text("nämé")
+    (src / "docs" / "deep" / "deeper" / "x.bin").write_bytes(os.urandom(4096))
+    (src / "big.bin").write_bytes(os.urandom(big))
+    os.symlink("docs/ünïcødé ✓.txt", src / "link")
+    os.symlink("/nowhere/at all", src / "docs" / "dangling")
+    os.mkfifo(src / "docs" / "fifo")
+    os.chmod(src / "docs", 0o750)
+    os.chown(src / "docs" / "deep", 1234, 5678)
+    for i, p in enumerate([*sorted(src.rglob("*"), key=lambda p: -len(p.parts)), src]):
+        set_times(p, i)  # files, links, fifos, then directories after their content
+
+
+def rsync_differences(src: Path, dst: Path) -> list[str]:
+    out = subprocess.run(
+        ["rsync", "-an", "--itemize-changes", "--numeric-ids", f"{src}/", f"{dst}/"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [line for line in out.splitlines() if line.strip()]
+
+
+def test_a_migrated_tree_shows_exactly_as_it_was(tmp_path, share_url, share, mounter, emulator):
+    if shutil.which("rsync") is None:
+        pytest.fail("rsync is missing: scripts/setup.sh installs it for the tests")
+    src = tmp_path / "src"
+    make_tree(src, small=2000, big=24 * 1024 * 1024 + 5)
+    root_time = os.stat(src).st_mtime_ns
+    (src / "bad:name.txt").write_text("the share forbids ':'")
+    os.utime(src, ns=(root_time, root_time))
+    report = tmp_path / "report.json"
+    r = migrate(src, share_url + "/srv/files", tmp_path / "state", "--report", str(report))
+    assert r.returncode == 1, r.stderr  # the invalid name
+    rep = json.loads(report.read_text())
+    assert rep["invalid"] == [
+        {"path": "bad:name.txt", "reason": "contains characters Azure Files forbids (':')"}
+    ]
+    assert rep["failed"] == [] and rep["copied"] == rep["entries"]
+    assert "bad:name.txt" in r.stderr
+    # nothing temporary is left on the share
+    assert not [p for p in share.walk() if ".fsync-new" in p]
+    os.unlink(src / "bad:name.txt")
+    os.utime(src, ns=(root_time, root_time))
+
+    m = mounter(share_url)
+    target = m.mnt / "srv" / "files"
+    assert rsync_differences(src, target) == []
+    assert os.readlink(target / "docs" / "dangling") == "/nowhere/at all"
+    assert (target / "big.bin").read_bytes() == (src / "big.bin").read_bytes()
+    assert m.stop() == 0
+
+
+def test_a_killed_run_resumes_without_sending_a_finished_file_again(
+    tmp_path, share_url, share, emulator
+):
+    src = tmp_path / "src"
+    make_tree(src, small=600, big=40 * 1024 * 1024)
+    state = tmp_path / "state"
+    before = emulator.stats()["by_op"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fsync_fuse", "migrate", str(src), share_url, "--state", str(state),
+         "--threads", "4", "-q"],
+        env=env(),
+        cwd=REPO,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while emulator.stats()["by_op"].get("RenameFile", 0) - before.get("RenameFile", 0) < 200:
+            assert proc.poll() is None, "migrate ended before it could be killed"
+            assert time.monotonic() < deadline, "migrate made no progress"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    killed = emulator.stats()["by_op"]
+    r = migrate(src, share_url, state, "--json")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    after = emulator.stats()["by_op"]
+    files = rep["files"]
+    first = {k: killed.get(k, 0) - before.get(k, 0) for k in ("CreateFile", "RenameFile")}
+    second = {k: after.get(k, 0) - killed.get(k, 0) for k in ("CreateFile", "RenameFile")}
+    # the rerun made only what the first did not finish (at most the 4 in flight were lost)
+    assert second["RenameFile"] <= files - first["RenameFile"] + 4, (first, second, rep)
+    assert first["CreateFile"] + second["CreateFile"] <= files + 8, (first, second)
+    assert rep["unchanged"] + rep["resumed_finished"] >= first["RenameFile"] - 4
+    for p in ("big.bin", "many/d03/file 0003.txt", "docs/deep/deeper/x.bin"):
+        assert share.get(p) == (src / p).read_bytes()
+    assert not [p for p in share.walk() if ".fsync-new" in p]
+
+
+def test_reruns_send_only_changes_and_never_overwrite_others(tmp_path, share_url, share, emulator):
+    src = tmp_path / "src"
+    make_tree(src, small=30, big=5 * 1024 * 1024)
+    state = tmp_path / "state"
+    assert migrate(src, share_url, state).returncode == 0
+    before = emulator.stats()["by_op"]
+    r = migrate(src, share_url, state, "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["copied"] == 0
+    idle = emulator.stats()["by_op"]
+    # nothing changed: the one call that checks the share and the credentials, nothing else
+    calls = {k: idle[k] - before.get(k, 0) for k in idle if idle[k] != before.get(k, 0)}
+    assert calls == {"GetDirectoryProperties": 1}, calls
+
+    (src / "many" / "d01" / "file 0001.txt").write_bytes(b"changed")
+    (src / "new.txt").write_bytes(b"new")
+    os.unlink(src / "many" / "d02" / "file 0002.txt")
+    share.put("theirs.txt", b"made on the share by someone else")
+    (src / "theirs.txt").write_bytes(b"ours, same name")
+    idle = emulator.stats()["by_op"]
+    r = migrate(src, share_url, state, "--json", "--delete")
+    rep = json.loads(r.stdout)
+    assert r.returncode == 1  # theirs.txt is left alone, and reported
+    assert [f["path"] for f in rep["failed"]] == ["theirs.txt"]
+    assert share.get("theirs.txt") == b"made on the share by someone else"
+    assert share.get("many/d01/file 0001.txt") == b"changed"
+    assert share.get("new.txt") == b"new"
+    assert not share.exists("many/d02/file 0002.txt")
+    assert rep["deleted"] == 1
+    # only the changed and new files went out (and the directories they changed)
+    delta = {k: v - idle.get(k, 0) for k, v in emulator.stats()["by_op"].items()}
+    assert delta.get("CreateFile", 0) == 3 and delta.get("PutRange", 0) == 3, delta
+
+
+def test_rename_invalid_gives_safe_names_and_reports_them(tmp_path, share_url, share):
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("a:b.txt", "trailing.", "Case.txt", "case.txt", "CON", "x?y"):
+        (src / name).write_text(name)
+    (src / "dir*").mkdir()
+    (src / "dir*" / "inside.txt").write_text("inside")
+    r = migrate(src, share_url, tmp_path / "state", "--rename-invalid", "--json")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    mapped = {x["path"]: x["share_path"] for x in rep["renamed"]}
+    assert mapped == {
+        "a:b.txt": "a_b.txt",
+        "trailing.": "trailing_",
+        "case.txt": "case (2).txt",
+        "CON": "_CON",
+        "x?y": "x_y",
+        "dir*": "dir_",
+    }
+    for path, there in mapped.items():
+        if path != "dir*":
+            assert share.get(there) == path.encode()
+    assert share.get("dir_/inside.txt") == b"inside"
+    assert share.get("Case.txt") == b"Case.txt"
+
+
+def test_bad_input_is_one_clear_line(tmp_path, share_url, share):
+    f = tmp_path / "file"
+    f.write_text("x")
+    r = migrate(f, share_url, tmp_path / "state")
+    assert r.returncode == 2 and r.stderr.strip().endswith("not a directory"), r.stderr
+    share.put("plain", b"a file")
+    (tmp_path / "src").mkdir()
+    r = migrate(tmp_path / "src", share_url + "/plain", tmp_path / "state")
+    assert r.returncode == 2 and "is a file, not a directory" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    r = migrate(tmp_path / "src", share_url.rsplit("/", 1)[0] + "/nosuchshare", tmp_path / "state")
+    assert r.returncode == 2 and "not found" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_watch_follows_creates_changes_and_renames(tmp_path, share_url, share):
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "a.txt").write_bytes(b"first")
+    (src / "b.txt").write_bytes(b"old content")
+    report = tmp_path / "report.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fsync_fuse", "migrate", str(src), share_url, "--state",
+         str(tmp_path / "state"), "--watch", "--delete", "--report", str(report)],
+        env=env(),
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:  # the first pass is over once it says it is watching
+            if "watching" in line:
+                break
+        else:
+            pytest.fail(f"migrate --watch ended: {proc.wait()}")
+        (src / "sub" / "new dir").mkdir()
+        (src / "sub" / "new dir" / "c.txt").write_bytes(b"created")
+        (src / "b.txt").write_bytes(b"new content")
+        os.rename(src / "sub" / "a.txt", src / "renamed.txt")
+
+        def share_follows() -> bool:
+            return (
+                share.exists("sub/new dir/c.txt")
+                and share.exists("renamed.txt")
+                and not share.exists("sub/a.txt")
+                and share.get("b.txt") == b"new content"
+            )
+
+        eventually(share_follows, timeout=30, what="the share to follow the source")
+        assert share.get("renamed.txt") == b"first"
+        assert share.get("sub/new dir/c.txt") == b"created"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        rep = json.loads(report.read_text())
+        assert rep["watch_rounds"] >= 1 and rep["deleted"] >= 1 and rep["failed"] == []
+    finally:
+        proc.kill()
+        proc.wait()

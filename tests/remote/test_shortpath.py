@@ -1,0 +1,170 @@
+"""Ranged reads on the short path (remote/azure_short.py), against the emulator, which checks
+SharedKey signatures and SAS the way the service does: the bytes are right, the short path
+really served them (its counters), and whatever it cannot serve goes through the SDK with the
+SDK's errors."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from azure.storage.fileshare import ShareSasPermissions, generate_share_sas
+
+from remote.azure import AzureOptions
+from remote.base import NotFound
+from remote.credentials import DEV_ACCOUNT, DEV_KEY, open_remote
+from tests.remote.conftest import FAST
+
+DATA = os.urandom(200_000)
+
+
+async def _put(remote, path: str, data: bytes = DATA) -> None:
+    await remote.create_file(path, len(data))
+    await remote.write(path, 0, data)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["plain.bin", "with space.bin", "hash#percent%tilde~.bin", "é ü 日本.bin", "plus+amp&eq=.bin"],
+)
+async def test_reads_are_signed_here_for_any_name(remote, name):
+    await remote.mkdir("d ir")
+    await _put(remote, f"d ir/{name}")
+    assert await remote.read(f"d ir/{name}", 0, len(DATA)) == DATA
+    assert await remote.read(f"d ir/{name}", 12_345, 1000) == DATA[12_345:13_345]
+    # a range running past the end gets what there is
+    assert await remote.read(f"d ir/{name}", len(DATA) - 10, 100) == DATA[-10:]
+    assert remote._short.stats == {"fast": 3, "fallbacks": 0}
+
+
+async def test_a_sas_url_reads_on_the_short_path(emulator, share_name, remote):
+    await _put(remote, "s.bin")
+    sas = generate_share_sas(
+        DEV_ACCOUNT,
+        share_name,
+        DEV_KEY,
+        permission=ShareSasPermissions(read=True, list=True),
+        expiry=datetime.now(UTC) + timedelta(hours=1),
+    )
+    r = await open_remote(f"{emulator.share_url(share_name)}?{sas}", options=FAST, env={})
+    try:
+        assert await r.read("s.bin", 100, 5000) == DATA[100:5100]
+        assert r._short.stats == {"fast": 1, "fallbacks": 0}
+    finally:
+        await r.aclose()
+
+
+async def test_snapshot_reads_sign_the_snapshot_query(remote):
+    await _put(remote, "v.bin", b"old" * 10)
+    snap = await remote.create_snapshot()
+    await remote.write("v.bin", 0, b"new")
+    view = remote.at_snapshot(snap.snapshot)
+    assert await view.read("v.bin", 0, 6) == b"oldold"
+    assert await remote.read("v.bin", 0, 6) == b"newold"
+    assert view._short.stats == {"fast": 1, "fallbacks": 0}
+
+
+async def test_what_the_short_path_cannot_serve_gets_the_sdks_answer(remote):
+    await _put(remote, "f.bin", b"x" * 100)
+    with pytest.raises(NotFound):
+        await remote.read("missing.bin", 0, 10)
+    # at or past the end: the service answers InvalidRange, which reads as no bytes
+    assert await remote.read("f.bin", 100, 10) == b""
+    assert remote._short.stats == {"fast": 0, "fallbacks": 2}
+
+
+async def test_failed_answers_are_read_again_through_the_sdk(emulator, remote):
+    await _put(remote, "cut.bin")
+    emulator.set_faults(drop_ops={"GetFile": 1})  # the next GET's answer never arrives
+    try:
+        assert await remote.read("cut.bin", 1000, 10_000) == DATA[1000:11_000]
+    finally:
+        emulator.clear_faults()
+    assert remote._short.stats == {"fast": 0, "fallbacks": 1}
+    assert await remote.read("cut.bin", 0, 10) == DATA[:10]
+    assert remote._short.stats == {"fast": 1, "fallbacks": 1}
+
+
+async def test_it_can_be_turned_off(emulator, share_name, remote):
+    await _put(remote, "o.bin")
+    r = await open_remote(
+        emulator.share_url(share_name), options=AzureOptions(short_path=False), env={}
+    )
+    try:
+        assert await r.read("o.bin", 0, 10) == DATA[:10]
+        assert r._short is None
+    finally:
+        await r.aclose()
+
+
+def _sent(monkeypatch, r) -> list[tuple[str, str, dict[str, str]]]:
+    """Every request `r` sends from now on, on either path: (method, URL, x-ms-* headers but
+    the date and the SDK's request id)."""
+    seen: list[tuple[str, str, dict[str, str]]] = []
+    skip = {"x-ms-date", "x-ms-client-request-id", "x-ms-meta"}  # (the SDK's x-ms-meta: a dict)
+
+    def note(method: str, url: str, headers) -> None:
+        xms = {k.lower(): v for k, v in headers.items() if k.lower().startswith("x-ms-")}
+        seen.append((method, url, {k: v for k, v in xms.items() if k not in skip}))
+
+    session = r._shared.session
+    real_send = session.send
+    monkeypatch.setattr(
+        session,
+        "send",
+        lambda req, **kw: note(req.method, req.url, req.headers) or real_send(req, **kw),
+    )
+    if r._short is not None:
+        pool = r._short._pool
+        real_request = pool.request
+        monkeypatch.setattr(
+            pool,
+            "request",
+            lambda m, u, **kw: note(m, u, kw["headers"]) or real_request(m, u, **kw),
+        )
+    return seen
+
+
+@pytest.mark.parametrize("name", ["plain.txt", "with space é.txt", "plus+amp&.txt"])
+async def test_a_new_file_goes_the_short_way_as_the_sdk_would_send_it(
+    emulator, share_name, remote, monkeypatch, name
+):
+    """create_filled's three calls (Create File, Put Range, Rename File) on the short path
+    send what the SDK sends, request by request, and leave the same file on the share."""
+    sdk = await open_remote(
+        emulator.share_url(share_name), options=AzureOptions(short_path=False), env={}
+    )
+    try:
+        files = {}
+        requests = {}
+        for who, r in (("short", remote), ("sdk", sdk)):
+            await r.mkdir(who)
+            seen = _sent(monkeypatch, r)
+            entry = await r.create_filled(
+                f"{who}/.fsync-new-1",
+                f"{who}/{name}",
+                len(DATA),
+                [(0, DATA[:70_000]), (70_000, DATA[70_000:])],
+                metadata={"fsync_mode": "100640", "fsync_uid": "1000"},
+                last_write_ns=1_765_000_000_123_456_700,
+                attributes="ReadOnly",
+            )
+            got = await r.stat(f"{who}/{name}")
+            assert got.file_id == entry.file_id
+            files[who] = (got.size, got.attributes, got.last_write_ns, got.metadata)
+            assert await r.read(f"{who}/{name}", 0, len(DATA)) == DATA
+            requests[who] = [
+                (
+                    m,
+                    u.replace(f"/{who}/", "/X/"),
+                    {k: v.replace(f"/{who}/", "/X/") for k, v in h.items()},
+                )
+                for m, u, h in seen[:4]
+            ]
+        assert files["short"] == files["sdk"]
+        assert requests["short"] == requests["sdk"]
+        assert [m for m, _, _ in requests["short"]] == ["PUT"] * 4
+        assert remote._short.stats == {"fast": 5, "fallbacks": 0}  # 4 calls and the read
+    finally:
+        await sdk.aclose()
