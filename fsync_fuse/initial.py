@@ -30,14 +30,19 @@ RECENT_SHARE = 0.9
 _DONE = b"initial_download_done"
 
 
+def is_done(ns: Namespace) -> bool:
+    """Has this cache had its initial download (migrate --cutover waits for it)?"""
+    with ns.env.begin() as txn:
+        return txn.get(_DONE, db=ns.db_meta) is not None
+
+
 async def initial_download(
     mode: str, *, ns: Namespace, cache: BlockCache, lister: Lister, recaller: Recaller
 ) -> None:
     if mode == "namespace":
         return
-    with ns.env.begin() as txn:
-        if txn.get(_DONE, db=ns.db_meta):
-            return
+    if is_done(ns):
+        return
     stats = cache.stats()
     budget = (stats.max_bytes - stats.reserved) * (RECENT_SHARE if mode == "recent" else 1.0)
     # the newest files whose sizes add up to the budget: a min-heap on mtime

@@ -163,11 +163,11 @@ class AzureFileWrites(AzureCore):
         props = _create_headers(args) if short is not None else {}
 
         def run(kw: SdkKwargs) -> Mapping[str, str]:
-            fc = self._file(tmp)
-            dot = fc.allow_trailing_dot
-            created = short.create(fc.url, size, props, trailing_dot=dot) if short else None
+            dot, sdot = self._share.allow_trailing_dot, self._share.allow_source_trailing_dot
+            url = self._file_url(tmp) if short else ""
+            created = short.create(url, size, props, trailing_dot=dot) if short else None
             if created is None:
-                created = headers_of(fc.create_file, size, **args, **kw)
+                created = headers_of(self._file(tmp).create_file, size, **args, **kw)
             file_id = _header(created, "x-ms-file-id")
             if made is not None:  # (a list append is safe from this worker thread)
                 made.append(
@@ -179,20 +179,23 @@ class AzureFileWrites(AzureCore):
                     )
                 )
             for off, data in pieces:
-                if not (short and short.put_range(fc.url, off, data, trailing_dot=dot)):
-                    fc.upload_range(data, off, len(data), file_last_write_mode="preserve", **kw)
+                if not (short and short.put_range(url, off, data, trailing_dot=dot)):
+                    self._file(tmp).upload_range(
+                        data, off, len(data), file_last_write_mode="preserve", **kw
+                    )
             if short is not None:
                 renamed = short.rename(
-                    fc.url,
-                    self._file(dst).url,
-                    trailing_dot=dot,
-                    source_trailing_dot=fc.allow_source_trailing_dot,
+                    url, self._file_url(dst), trailing_dot=dot, source_trailing_dot=sdot
                 )
                 if renamed is not None:
                     return renamed
             try:
                 return headers_of(
-                    fc.rename_file, dst, overwrite=False, ignore_read_only=False, **kw
+                    self._file(tmp).rename_file,
+                    dst,
+                    overwrite=False,
+                    ignore_read_only=False,
+                    **kw,
                 )
             except (ResourceNotFoundError, ResourceExistsError):
                 if file_id is None:

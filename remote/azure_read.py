@@ -166,13 +166,16 @@ class AzureReads(AzureCore):
             return b""
 
         def run(kw: SdkKwargs) -> bytes:
-            fc = self._file(path)
             if self._short is not None:
                 data = self._short.get(
-                    fc.url, offset, length, trailing_dot=bool(fc.allow_trailing_dot)
+                    self._file_url(path),
+                    offset,
+                    length,
+                    trailing_dot=bool(self._share.allow_trailing_dot),
                 )
                 if data is not None:
                     return data
+            fc = self._file(path)
             if not self.use_public_download:
                 try:
                     op = fc._client.file.download  # noqa: SLF001

@@ -283,3 +283,13 @@ def warn_account_key(args: argparse.Namespace) -> str | None:
             file=sys.stderr,
         )
     return args.account_key or None
+
+
+def size_arg(text: str) -> int:
+    """An argparse type: '512M', '10G' -> bytes."""
+    from fsync_fuse.config import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

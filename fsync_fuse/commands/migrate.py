@@ -25,6 +25,7 @@ from fsync_fuse.commands.common import (
     duration,
     error,
     size,
+    size_arg,
     warn_account_key,
 )
 
@@ -60,11 +61,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="N",
         help=f"calls in flight at once, files and 4 MiB ranges alike (1-{MAX_THREADS}, default 16)",
     )
-    where = p.add_mutually_exclusive_group()
-    where.add_argument(
-        "--state", metavar="DIR", help="where the journal lives (default: beside the cache)"
+    p.add_argument(
+        "--state", metavar="DIR", help="where the journal lives (default: CACHE_DIR/migrate)"
     )
-    where.add_argument(
+    p.add_argument(
         "--cache-dir",
         metavar="DIR",
         help="the cache directory of the mount this share will get; the journal goes in "
@@ -92,6 +92,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="after the first pass, keep following the source (inotify) and copy changes "
         "within seconds, until Ctrl-C or SIGTERM; with --delete, removals and renames too",
+    )
+    p.add_argument(
+        "--cutover",
+        action="store_true",
+        help="after this (last) pass, make the source the mount's cache: the mount's cache "
+        "directory (--cache-dir, or the default) is filled from the source, so a mount of the "
+        "share on it serves every copied file with no download. Stop the users first; the "
+        "cache directory must not be mounted",
+    )
+    p.add_argument(
+        "--cache-size",
+        type=size_arg,
+        default=10 << 30,
+        metavar="SIZE",
+        help="with --cutover: the cache's bound, as the mount will have it (default 10G); "
+        "files that do not fit are left to be fetched on demand",
     )
     p.add_argument("--report", metavar="FILE", help="write the full report (JSON) to FILE")
     p.add_argument("--json", action="store_true", help="print the report (JSON) on stdout")
@@ -121,12 +137,16 @@ def run(args: argparse.Namespace) -> int:
         src=src,
         share_url=share_url,
         below=below,
-        state=Path(args.state) if args.state else _default_state(loc.account_url, loc.share, args),
+        state=Path(args.state)
+        if args.state
+        else _cache_dir(loc.account_url, loc.share, args) / "migrate",
         owner=owner,
         threads=args.threads,
         delete=args.delete,
         rename_invalid=args.rename_invalid,
         watch=args.watch,
+        cutover_cache=_cache_dir(loc.account_url, loc.share, args) if args.cutover else None,
+        cache_size=args.cache_size,
         account_key=warn_account_key(args),
         account_key_file=args.account_key_file,
         connection_string=args.connection_string,
@@ -196,10 +216,10 @@ def _owner(text: str | None) -> tuple[int, int]:
     return int(uid), int(gid)
 
 
-def _default_state(account_url: str, share: str, args: argparse.Namespace) -> Path:
+def _cache_dir(account_url: str, share: str, args: argparse.Namespace) -> Path:
+    """--cache-dir, else the directory `mount` uses for this share by default."""
     from fsync_fuse.config import default_cache_dir, share_id
 
-    cache = (
-        Path(args.cache_dir) if args.cache_dir else default_cache_dir(share_id(account_url, share))
-    )
-    return cache / "migrate"
+    if args.cache_dir:
+        return Path(args.cache_dir).absolute()
+    return default_cache_dir(share_id(account_url, share))

@@ -12,7 +12,7 @@ import sys
 
 from fsync_fuse.background import Ready
 from fsync_fuse.commands import tiering
-from fsync_fuse.commands.common import add_credential_options, warn_account_key
+from fsync_fuse.commands.common import add_credential_options, size_arg, warn_account_key
 from fsync_fuse.config import (
     MountConfig,
     default_cache_dir,
@@ -23,13 +23,6 @@ from fsync_fuse.config import (
 )
 
 log = logging.getLogger(__name__)
-
-
-def _size(text: str) -> int:
-    try:
-        return parse_size(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -57,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("mountpoint", metavar="MOUNTPOINT", help="an empty directory")
     p.add_argument(
         "--cache-size",
-        type=_size,
+        type=size_arg,
         default=parse_size("10G"),
         metavar="SIZE",
         help="bound of everything in the cache directory as du counts it: cached data, the "
@@ -87,7 +80,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument(
         "--read-ahead",
-        type=_size,
+        type=size_arg,
         default=parse_size("64M"),
         metavar="SIZE",
         help="largest read-ahead window of a sequential reader (default 64M)",
@@ -165,7 +158,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_credential_options(p)
     p.add_argument(
         "--block-size",
-        type=_size,
+        type=size_arg,
         default=parse_size("1M"),
         metavar="SIZE",
         help="cache block size, a power of two (default 1M)",

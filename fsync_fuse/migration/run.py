@@ -18,6 +18,7 @@ import trio
 
 from fsync_fuse.attrs import DIR
 from fsync_fuse.migration.copier import Abort, Copier, Outcome
+from fsync_fuse.migration.cutover import adopt, seeds_of
 from fsync_fuse.migration.journal import Journal, JournalMismatch
 from fsync_fuse.migration.source import Scan, scan
 from fsync_fuse.migration.watch import Watcher, outermost
@@ -43,6 +44,9 @@ class Job:
     delete: bool = False
     rename_invalid: bool = False
     watch: bool = False
+    #: after the pass, adopt the source as the mount's cache in this directory (cutover.py)
+    cutover_cache: Path | None = None
+    cache_size: int = 10 << 30
     account_key: str | None = None
     account_key_file: str | None = None
     connection_string: str | None = None
@@ -108,6 +112,20 @@ async def migrate(job: Job) -> dict[str, Any]:
             entries, files, nbytes = len(found.entries), found.files, found.nbytes
             if job.watch:
                 await _follow(job, remote, journal, base, totals, found)
+            cut: dict[str, Any] | None = None
+            if job.cutover_cache is not None:
+                seeds = seeds_of(job.src, found, journal)
+                figures = await adopt(
+                    remote=remote,
+                    url=job.share_url,
+                    share_url=f"{remote.account_url}/{remote.share_name}",
+                    account_url=remote.account_url,
+                    share=remote.share_name,
+                    cache_dir=job.cutover_cache,
+                    cache_size=job.cache_size,
+                    seeds=seeds,
+                )
+                cut = {"cache_dir": str(job.cutover_cache), "files": len(seeds), **figures}
         finally:
             journal.close()
     finally:
@@ -127,6 +145,7 @@ async def migrate(job: Job) -> dict[str, Any]:
         "deleted": o.deleted,
         "bytes_sent": o.bytes_sent,
         "watch_rounds": totals.rounds,
+        "cutover": cut,
         "renamed": s.renamed,
         "invalid": s.invalid,
         "hardlinks": s.hardlinks,

@@ -267,3 +267,27 @@ def test_watch_follows_creates_changes_and_renames(tmp_path, share_url, share):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_cutover_makes_the_source_the_mounts_cache(tmp_path, share_url, share, mounter, emulator):
+    """After --cutover, a mount on the cache directory reads the whole tree with no download
+    of file content (the emulator counts no GetFile)."""
+    src = tmp_path / "src"
+    make_tree(src, small=120, big=9 * 1024 * 1024 + 17)
+    cache = tmp_path / "cache"
+    assert migrate(src, share_url, tmp_path / "state").returncode == 0  # while users work
+    (src / "late.txt").write_bytes(b"written before the cutover")
+    r = migrate(src, share_url, tmp_path / "state", "--cutover", "--cache-dir", str(cache),
+                "--json")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["copied"] >= 1 and rep["cutover"]["files"] == 120 + 4
+    assert rep["cutover"]["from_share_bytes"] == 0
+    m = mounter(share_url, cache="cache")
+    before = emulator.stats()["by_op"].get("GetFile", 0)
+    for p in sorted(src.rglob("*")):
+        if p.is_file() and not p.is_symlink():
+            rel = p.relative_to(src)
+            assert (m.mnt / rel).read_bytes() == p.read_bytes(), rel
+    assert emulator.stats()["by_op"].get("GetFile", 0) == before
+    assert m.stop() == 0

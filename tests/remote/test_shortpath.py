@@ -168,3 +168,23 @@ async def test_a_new_file_goes_the_short_way_as_the_sdk_would_send_it(
         assert remote._short.stats == {"fast": 5, "fallbacks": 0}  # 4 calls and the read
     finally:
         await sdk.aclose()
+
+
+@pytest.mark.parametrize("sas", [False, True])
+async def test_file_urls_are_spelled_as_the_sdk_spells_them(emulator, share_name, remote, sas):
+    r = remote
+    if sas:
+        token = generate_share_sas(
+            DEV_ACCOUNT,
+            share_name,
+            DEV_KEY,
+            permission=ShareSasPermissions(read=True),
+            expiry=datetime.now(UTC) + timedelta(hours=1),
+        )
+        r = await open_remote(f"{emulator.share_url(share_name)}?{token}", options=FAST, env={})
+    try:
+        for path in ["a", "d ir/f~x.txt", "100%/#hash?&=+", "日本/子 é.txt", "x/.fsync-new-1-2"]:
+            assert r._file_url(path) == r._file(path).url, path
+    finally:
+        if sas:
+            await r.aclose()
