@@ -7,6 +7,7 @@ caller does not always know which it is.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import posixpath
 import time
@@ -34,6 +35,7 @@ class CreateFileArgs(TypedDict):
     file_last_write_time: str
     file_permission: str
     metadata: dict[str, str] | None
+    content_settings: ContentSettings | None
 
 
 def _file_headers_or_none(
@@ -47,16 +49,27 @@ def _file_headers_or_none(
 
 
 def _create_args(
-    attributes: str | None, lw: str, metadata: dict[str, str] | None
+    attributes: str | None,
+    lw: str,
+    metadata: dict[str, str] | None,
+    content_md5: bytes | None = None,
+    creation: str = "now",
 ) -> CreateFileArgs:
     """Create File's properties: ours, or the share's defaults (inherited permissions)."""
     return {
         "file_attributes": attributes or "none",
-        "file_creation_time": "now",
+        "file_creation_time": creation,
         "file_last_write_time": lw,
         "file_permission": "inherit",
         "metadata": metadata,
+        "content_settings": ContentSettings(content_md5=bytearray(content_md5))
+        if content_md5
+        else None,
     }
+
+
+def _smb_or_now(ns: int | None) -> str:
+    return format_smb_time(ns) if ns is not None else "now"
 
 
 def _create_headers(args: CreateFileArgs) -> dict[str, str]:
@@ -69,6 +82,9 @@ def _create_headers(args: CreateFileArgs) -> dict[str, str]:
     }
     for k, v in (args["metadata"] or {}).items():
         headers[f"x-ms-meta-{k}"] = v
+    cs = args["content_settings"]
+    if cs is not None and cs.content_md5:
+        headers["x-ms-content-md5"] = base64.b64encode(bytes(cs.content_md5)).decode()
     return headers
 
 
@@ -110,12 +126,14 @@ class AzureFileWrites(AzureCore):
         metadata: dict[str, str] | None = None,
         last_write_ns: int | None = None,
         attributes: str | None = None,
+        content_md5: bytes | None = None,
+        creation_ns: int | None = None,
     ) -> RemoteEntry:
         path = norm(path)
         self._check_writable("create_file", path)
         lw = format_smb_time(last_write_ns) if last_write_ns is not None else "now"
 
-        args = _create_args(attributes, lw, metadata)
+        args = _create_args(attributes, lw, metadata, content_md5, _smb_or_now(creation_ns))
 
         def run(kw: SdkKwargs) -> Mapping[str, str]:
             return self._shared.headers.of(self._file(path).create_file, size, **args, **kw)
@@ -136,6 +154,8 @@ class AzureFileWrites(AzureCore):
         last_write_ns: int | None = None,
         attributes: str | None = None,
         made: list[RemoteEntry] | None = None,
+        content_md5: bytes | None = None,
+        creation_ns: int | None = None,
     ) -> RemoteEntry:
         """The three calls in one worker thread: a new small file costs one hop from the trio
         thread instead of three (the hop and its scheduling are ~a quarter of a call's CPU).
@@ -153,11 +173,13 @@ class AzureFileWrites(AzureCore):
                 last_write_ns=last_write_ns,
                 attributes=attributes,
                 made=made,
+                content_md5=content_md5,
+                creation_ns=creation_ns,
             )
         lw = format_smb_time(last_write_ns) if last_write_ns is not None else "now"
         name = posixpath.basename(dst)
 
-        args = _create_args(attributes, lw, metadata)
+        args = _create_args(attributes, lw, metadata, content_md5, _smb_or_now(creation_ns))
         headers_of = self._shared.headers.of
         short = self._short
         props = _create_headers(args) if short is not None else {}

@@ -103,6 +103,7 @@ def entry_from_headers(
         creation_ns=parse_smb_time(_header(headers, "x-ms-file-creation-time")),
         attributes=_header(headers, "x-ms-file-attributes"),
         metadata=metadata_from_headers(headers) if with_metadata else None,
+        content_md5=_header(headers, "Content-MD5"),
     )
 
 

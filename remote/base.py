@@ -106,6 +106,9 @@ class RemoteEntry:
     creation_ns: int | None = None
     attributes: str | None = None  # e.g. "Archive" / "Directory" / "ReadOnly|Archive"
     metadata: dict[str, str] | None = None
+    #: Content-MD5 as set when the file was made (base64; `stat` only): the service stores
+    #: it, it does not compute it (migrate --verify compares it with the source)
+    content_md5: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,9 +158,13 @@ class Remote(ABC):
         metadata: dict[str, str] | None = None,
         last_write_ns: int | None = None,
         attributes: str | None = None,
+        content_md5: bytes | None = None,
+        creation_ns: int | None = None,
     ) -> RemoteEntry:
         """Create (or replace) a file of `size` zero bytes. Returns its new properties.
-        `attributes`: SMB attributes such as "Archive|NoScrubData" (default: none)."""
+        `attributes`: SMB attributes such as "Archive|NoScrubData" (default: none).
+        `content_md5`: the MD5 of the content it will be given, kept as its Content-MD5.
+        `creation_ns`: its SMB creation time (default: now)."""
 
     async def create_filled(
         self,
@@ -170,6 +177,8 @@ class Remote(ABC):
         last_write_ns: int | None = None,
         attributes: str | None = None,
         made: list[RemoteEntry] | None = None,
+        content_md5: bytes | None = None,
+        creation_ns: int | None = None,
     ) -> RemoteEntry:
         """Create `tmp` (`size` bytes, the given properties), write `pieces` (offset, data)
         keeping its last-write time, and rename it to `dst` without replacing anything
@@ -181,7 +190,13 @@ class Remote(ABC):
         can still recognise the file as its own when it finds it under `dst` later. The
         rename itself recognises its own earlier success (`rename_new`)."""
         entry = await self.create_file(
-            tmp, size, metadata=metadata, last_write_ns=last_write_ns, attributes=attributes
+            tmp,
+            size,
+            metadata=metadata,
+            last_write_ns=last_write_ns,
+            attributes=attributes,
+            content_md5=content_md5,
+            creation_ns=creation_ns,
         )
         if made is not None:
             made.append(entry)

@@ -94,6 +94,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "within seconds, until Ctrl-C or SIGTERM; with --delete, removals and renames too",
     )
     p.add_argument(
+        "--verify",
+        action="store_true",
+        help="after copying, compare every copied file's size and Content-MD5 (set when it "
+        "was copied) on the share with the source's, read again; differences are reported",
+    )
+    p.add_argument(
         "--cutover",
         action="store_true",
         help="after this (last) pass, make the source the mount's cache: the mount's cache "
@@ -145,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
         delete=args.delete,
         rename_invalid=args.rename_invalid,
         watch=args.watch,
+        verify=args.verify,
         cutover_cache=_cache_dir(loc.account_url, loc.share, args) if args.cutover else None,
         cache_size=args.cache_size,
         account_key=warn_account_key(args),
@@ -166,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
     if not args.quiet:
         _summary(report)
-    return 1 if report["failed"] or report["invalid"] else 0
+    return 1 if report["failed"] or report["invalid"] or report["mismatched"] else 0
 
 
 def _bad(message: str) -> int:
@@ -185,6 +192,7 @@ def _summary(r: dict[str, Any]) -> None:
             else ""
         )
         + (f", {r['deleted']} deleted" if r["deleted"] else "")
+        + (f", {r['verified']} verified" if r["verified"] is not None else "")
         + f"; {size(r['bytes_sent'])} sent in {duration(r['seconds'])}",
         file=sys.stderr,
     )
@@ -194,6 +202,7 @@ def _summary(r: dict[str, Any]) -> None:
         ("invalid", "skipped: the share cannot hold them"),
         ("failed", "failed"),
         ("kept_on_share", "not deleted from the share"),
+        ("mismatched", "differ from the source (--verify)"),
     ):
         items = r[key]
         if not items:

@@ -16,6 +16,8 @@ as it lands, so a rerun resumes at the first range not on the share.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 import os
 import secrets
@@ -56,6 +58,8 @@ class Outcome:
     bytes_sent: int = 0
     failed: list[dict[str, str]] = field(default_factory=list)
     kept_on_share: list[dict[str, str]] = field(default_factory=list)  # --delete refused
+    verified: int = 0  # --verify: files whose size and Content-MD5 match the source
+    mismatched: list[dict[str, str]] = field(default_factory=list)
 
 
 class Copier:
@@ -193,8 +197,10 @@ class Copier:
     async def _small(self, e: Entry, rec: dict[str, Any] | None) -> None:
         if rec is None and await self._finished_before(e):
             return
+        md5 = None
         if e.kind == FILE:
             data = await trio.to_thread.run_sync(self._read, e)
+            md5 = hashlib.md5(data).digest()
         else:
             data = (e.target or "").encode("utf-8", "surrogateescape")
         meta, attrs = e.share_props(self.owner)
@@ -211,6 +217,8 @@ class Copier:
                 last_write_ns=e.mtime_ns,
                 attributes=attrs,
                 made=made,
+                content_md5=md5,
+                creation_ns=e.birth_ns,
             )
         except AlreadyExists:
             got = await self._occupied(e, rec, tmp)
@@ -254,10 +262,17 @@ class Copier:
             except NotFound:  # renamed already, and killed before that was recorded?
                 if rec is None and await self._finished_before(e):
                     return
+        md5 = await trio.to_thread.run_sync(self._md5, e)
         if tmp is None:
             tmp = self._tmp(e)
             made = await self.remote.create_file(
-                tmp, e.size, metadata=meta, last_write_ns=e.mtime_ns, attributes=attrs
+                tmp,
+                e.size,
+                metadata=meta,
+                last_write_ns=e.mtime_ns,
+                attributes=attrs,
+                content_md5=md5,
+                creation_ns=e.birth_ns,
             )
             file_id = made.file_id
             self.journal.record_partial(
@@ -346,6 +361,13 @@ class Copier:
         with open(self._src(e), "rb") as fh:
             return fh.read()
 
+    def _md5(self, e: Entry) -> bytes:
+        h = hashlib.md5()
+        with open(self._src(e), "rb") as fh:
+            while chunk := fh.read(RANGE):
+                h.update(chunk)
+        return h.digest()
+
     def _pread(self, e: Entry, off: int, n: int) -> bytes:
         fd = os.open(self._src(e), os.O_RDONLY | os.O_CLOEXEC)
         try:
@@ -355,6 +377,28 @@ class Copier:
 
     def _src(self, e: Entry) -> bytes:
         return os.path.join(os.fsencode(self.root), e.rel)
+
+    # --- --verify
+
+    async def verify(self) -> None:
+        """Every regular file of the scan the journal has as copied: the share's size and
+        Content-MD5 (set when it was made) against the source's, read now."""
+
+        async def one(e: Entry) -> None:
+            if e.kind != FILE or self.journal.get(e.rel) is None:
+                return
+            there = await self.remote.stat(e.share)
+            md5 = base64.b64encode(await trio.to_thread.run_sync(self._md5, e)).decode()
+            if there.size != e.size:
+                why = f"{there.size} bytes on the share, {e.size} in the source"
+            elif there.content_md5 != md5:
+                why = f"Content-MD5 {there.content_md5 or 'not set'} on the share, {md5} in the source"
+            else:
+                self.out.verified += 1
+                return
+            self.out.mismatched.append({"path": show(e.rel), "reason": why})
+
+        await self._parallel(one, self.scan.entries)
 
     # --- --delete
 

@@ -44,6 +44,7 @@ class Job:
     delete: bool = False
     rename_invalid: bool = False
     watch: bool = False
+    verify: bool = False
     #: after the pass, adopt the source as the mount's cache in this directory (cutover.py)
     cutover_cache: Path | None = None
     cache_size: int = 10 << 30
@@ -65,10 +66,11 @@ class Totals:
     def add(self, found: Scan, out: Outcome) -> None:
         for key in ("renamed", "invalid", "hardlinks", "failed"):
             getattr(self.scan, key).extend(getattr(found, key))
-        for key in ("copied", "unchanged", "adopted", "deleted", "bytes_sent"):
+        for key in ("copied", "unchanged", "adopted", "deleted", "bytes_sent", "verified"):
             setattr(self.out, key, getattr(self.out, key) + getattr(out, key))
         self.out.failed.extend(out.failed)
         self.out.kept_on_share.extend(out.kept_on_share)
+        self.out.mismatched.extend(out.mismatched)
 
 
 async def migrate(job: Job) -> dict[str, Any]:
@@ -151,6 +153,8 @@ async def migrate(job: Job) -> dict[str, Any]:
         "hardlinks": s.hardlinks,
         "failed": s.failed + o.failed,
         "kept_on_share": o.kept_on_share,
+        "verified": o.verified if job.verify else None,
+        "mismatched": o.mismatched,
     }
 
 
@@ -172,7 +176,10 @@ async def _copy(
         on_file=progress.advance if progress is not None else lambda n: None,
     )
     try:
-        return await copier.run(delete=job.delete, scope=scope)
+        out = await copier.run(delete=job.delete, scope=scope)
+        if job.verify and scope is None:
+            await copier.verify()
+        return out
     except Abort as exc:
         raise Failed(str(exc)) from None
 

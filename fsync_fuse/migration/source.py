@@ -11,8 +11,10 @@ skipped (a directory with everything below it), or with `rename_invalid` given a
 
 from __future__ import annotations
 
+import ctypes
 import os
 import stat
+import struct
 from dataclasses import dataclass, field
 
 from fsync_fuse import names
@@ -36,6 +38,7 @@ class Entry:
     gid: int
     rdev: int = 0
     target: str | None = None  # a symlink's target
+    birth_ns: int | None = None  # creation time, where the source's filesystem keeps one
     renamed_from: str | None = None  # the source name, when given a safe name
 
     def inode(self) -> Inode:
@@ -140,6 +143,8 @@ def _walk(
             continue
         taken[names.fold(name)] = d.name
         e = _entry(crel, "/".join([*parts, name]), kind, st)
+        if kind == FILE:
+            e.birth_ns = birth_ns(os.path.join(os.fsencode(root), crel))
         if reason is not None:
             e.renamed_from = d.name
             out.renamed.append({"path": show(crel), "share_path": e.share, "reason": reason})
@@ -217,6 +222,26 @@ def _safe(name: str) -> str:
         base, ext = names.split_ext(text)
         text = base[:-1] + ext if len(base) > 1 else text[:-1]
     return text or "_"
+
+
+_AT_FDCWD, _AT_SYMLINK_NOFOLLOW, _STATX_ALL, _STATX_BTIME = -100, 0x100, 0xFFF, 0x800
+_libc: ctypes.CDLL | None = None
+
+
+def birth_ns(path: bytes) -> int | None:
+    """A file's creation time (statx(2) birth time), None where the filesystem keeps none
+    (or reports 0). Python 3.11 has no os.statx: glibc's statx is called directly."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    buf = ctypes.create_string_buffer(256)  # struct statx
+    if _libc.statx(_AT_FDCWD, path, _AT_SYMLINK_NOFOLLOW, _STATX_ALL, buf) != 0:
+        return None
+    (mask,) = struct.unpack_from("I", buf, 0)
+    sec, nsec = struct.unpack_from("qI", buf, 80)  # stx_btime
+    if not mask & _STATX_BTIME or sec <= 0:
+        return None
+    return sec * 1_000_000_000 + nsec
 
 
 def _entry(rel: bytes, share: str, kind: str, st: os.stat_result) -> Entry:

@@ -19,9 +19,11 @@ delete or rmdir finding nothing, a rename finding its source gone and the destin
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import trio
 
@@ -53,6 +55,49 @@ log = logging.getLogger(__name__)
 
 class SourceMissing(NotFound):
     """A queued rename whose source and destination are both missing on the share."""
+
+
+def _etag(etag: str | None) -> str | None:
+    """An ETag as a listing spells it (headers quote it, listings do not)."""
+    return etag.strip('"') if etag else etag
+
+
+#: entries whose last sent properties are remembered (`OpWorker._sent`)
+SENT_KEPT = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """Properties of an entry as sent to the share (None: not part of it), and the share's
+    ETag after them: when the namespace knows another version since (another site changed
+    the entry), none of it is taken for granted."""
+
+    meta: dict[str, str] | None
+    attrs: str | None
+    lw: int | None
+    etag: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self.meta is None and self.attrs is None and self.lw is None
+
+    def beyond(self, last: Sent) -> Sent:
+        """What of this the share does not have yet, given `last` was sent."""
+        return Sent(
+            None if self.meta == last.meta else self.meta,
+            None if self.attrs == last.attrs else self.attrs,
+            None if self.lw == last.lw else self.lw,
+            last.etag,
+        )
+
+    def updated(self, new: Sent, etag: str | None) -> Sent:
+        """The share's state after `new` was sent on top of this (its ETag now `etag`)."""
+        return Sent(
+            new.meta if new.meta is not None else self.meta,
+            new.attrs if new.attrs is not None else self.attrs,
+            new.lw if new.lw is not None else self.lw,
+            etag,
+        )
 
 
 class OpWorker:
@@ -89,6 +134,9 @@ class OpWorker:
         #: applied, not yet recorded: (seq, op, result, bookkeeping to run at the recording)
         self._done: list[tuple[int, dict, dict | None, Callable[[], None] | None]] = []
         self._done_wake = trio.Event()
+        #: ino -> (metadata, SMB attributes, last-write time) this mount last sent for it
+        #: (None: not sent); a setattr skips what would send the same again (`_setattr`)
+        self._sent: collections.OrderedDict[int, Sent] = collections.OrderedDict()
 
     @property
     def error(self) -> str | None:
@@ -254,6 +302,7 @@ class OpWorker:
                     op["path"], metadata=meta, attributes=attrs, last_write_ns=lw, is_dir=True
                 )
                 e = await r.stat(op["path"], is_dir=True)
+            self._remember(op["ino"], Sent(meta, attrs, lw, e.etag))
             return {"file_id": e.file_id, "etag": e.etag, "attrs": e.attributes}, None
         if kind in FILE_CREATE_OPS:
             return await self.new_files.create(op)
@@ -293,21 +342,43 @@ class OpWorker:
                     raise
             return await self._etag_after_rename(op), None
         if kind == "setattr":
-            try:
-                meta, attrs = await share_meta(self.ns, r, op["ino"], op["path"], op.get("meta"))
-                rec = self.ns.get(op["ino"])
-                etag = await r.set_properties(
-                    op["path"],
-                    last_write_ns=op.get("mtime"),
-                    metadata=meta,
-                    attributes=attrs,
-                    is_dir=rec.is_dir if rec is not None else None,
-                )
-            except NotFound:
-                return None, None
-            return {"etag": etag, "attrs": attrs}, None
+            return await self._setattr(op)
         log.error("unknown queued operation %r dropped", kind)
         return None, None
+
+    async def _setattr(self, op: dict) -> Applied:
+        """chmod/chown/utimens on the share: only what differs from what this mount last sent
+        for the entry (tar restores a directory's owner, mode and times one call each, right
+        after it was made with them: nothing, or only its time, is left to send)."""
+        ino = op["ino"]
+        r = self.remote
+        try:
+            meta, attrs = await share_meta(self.ns, r, ino, op["path"], op.get("meta"))
+            want = Sent(meta, attrs, op.get("mtime"))
+            rec = self.ns.get(ino)
+            last = self._sent.get(ino)
+            if last is not None and (rec is None or _etag(rec.etag) != _etag(last.etag)):
+                last = None  # the share's version is not the one we left there
+            send = want if last is None else want.beyond(last)
+            if send.empty:
+                return None, None  # the share has all of it already
+            etag = await r.set_properties(
+                op["path"],
+                last_write_ns=send.lw,
+                metadata=send.meta,
+                attributes=send.attrs,
+                is_dir=rec.is_dir if rec is not None else None,
+            )
+        except NotFound:
+            return None, None
+        self._remember(ino, (last or Sent(None, None, None)).updated(send, etag or None))
+        return {"etag": etag, "attrs": attrs}, None
+
+    def _remember(self, ino: int, sent: Sent) -> None:
+        self._sent[ino] = sent
+        self._sent.move_to_end(ino)
+        while len(self._sent) > SENT_KEPT:
+            self._sent.popitem(last=False)
 
     async def _renamed_already(self, op: dict) -> bool:
         """Does the share show this rename done: its source gone, its destination there and,

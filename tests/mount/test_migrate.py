@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from fsync_fuse.migration.source import birth_ns
 from tests.mount.helpers import REPO, env, eventually
 
 NS = 1_700_000_000_000_000_000  # mtimes below are whole 100 ns: what the share keeps
@@ -291,3 +292,27 @@ def test_cutover_makes_the_source_the_mounts_cache(tmp_path, share_url, share, m
             assert (m.mnt / rel).read_bytes() == p.read_bytes(), rel
     assert emulator.stats()["by_op"].get("GetFile", 0) == before
     assert m.stop() == 0
+
+
+def test_verify_compares_content_checksums(tmp_path, share_url, share):
+    src = tmp_path / "src"
+    make_tree(src, small=40, big=6 * 1024 * 1024 + 3)
+    state = tmp_path / "state"
+    r = migrate(src, share_url, state, "--verify", "--json")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["verified"] == 40 + 3 and rep["mismatched"] == []  # + ünïcødé, x.bin, big.bin
+    # creation times follow the source's birth times, where its filesystem keeps them
+    for rel in ("docs/deep/deeper/x.bin", "big.bin"):
+        born = birth_ns(os.fsencode(src / rel))
+        if born is None:  # (a filesystem without them: the share's is the copy's time)
+            continue
+        got = share.props(rel).creation_time.timestamp()
+        assert abs(got - born / 1e9) < 1e-5, (rel, got, born)
+    # the share's copy changes behind the migration's back (same size): --verify sees it
+    share.put("many/d05/file 0005.txt", bytes(len(share.get("many/d05/file 0005.txt"))))
+    r = migrate(src, share_url, state, "--verify", "--json")
+    assert r.returncode == 1
+    rep = json.loads(r.stdout)
+    assert [m["path"] for m in rep["mismatched"]] == ["many/d05/file 0005.txt"]
+    assert rep["verified"] == 42

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 
 MARK = "NoScrubData"
 
@@ -99,3 +100,44 @@ def test_posix_attributes_are_stored_only_where_needed(mounter, share, share_url
     foreign = share.props("sdk/foreign.txt")
     assert not marked(foreign) and foreign.metadata == {"origin": "sdk"}
     assert m2.stop() == 0
+
+
+def test_setattr_sends_only_what_the_share_does_not_have(mounter, share, share_url, emulator):
+    """tar restores a directory's owner, mode and time one call each, moments after making
+    it: the share gets only the properties it does not have yet (a time: Set Directory
+    Properties alone; a mode: Set Directory Metadata alone; the same mode again: nothing)."""
+    m = mounter(share_url, args=["--writeback-delay", "0.2"])
+    d = m.mnt / "d"
+    os.mkdir(d)
+    os.chmod(d, 0o700)
+    m.wait_drained(60)
+
+    def calls_for(change) -> dict:
+        before = emulator.stats()["by_op"]
+        change()
+        m.wait_drained(60)
+        after = emulator.stats()["by_op"]
+        return {
+            k: after.get(k, 0) - before.get(k, 0)
+            for k in ("SetDirectoryProperties", "SetDirectoryMetadata")
+        }
+
+    def touch_m() -> None:  # the mtime alone (an access time set is metadata: fsyncatime)
+        subprocess.run(["touch", "-m", "-d", "@1600000000", str(d)], check=True)
+
+    assert calls_for(touch_m) == {
+        "SetDirectoryProperties": 1,
+        "SetDirectoryMetadata": 0,
+    }
+    assert calls_for(lambda: os.chmod(d, 0o750)) == {
+        "SetDirectoryProperties": 0,
+        "SetDirectoryMetadata": 1,
+    }
+    assert calls_for(lambda: os.chown(d, 0, 0)) == {
+        "SetDirectoryProperties": 0,
+        "SetDirectoryMetadata": 0,
+    }
+    p = share.dir_props("d")
+    assert p.metadata.get("fsyncmode") == "750"
+    assert int(p.last_write_time.timestamp()) == 1_600_000_000
+    assert m.stop() == 0
