@@ -10,7 +10,6 @@ asked not to, stop the tasks, close the cache (a clean shutdown), close the shar
 from __future__ import annotations
 
 import errno
-import fcntl
 import logging
 import os
 import signal
@@ -22,6 +21,7 @@ import trio
 
 from cache import CacheMismatch
 from cache.system import set_mount_readahead
+from fsync_fuse import cachelock
 from fsync_fuse.assembly import Mount, open_mount
 from fsync_fuse.config import MountConfig
 from remote.base import Remote, RemoteError
@@ -58,22 +58,11 @@ def check_mountpoint(path: str) -> None:
 
 
 def lock_cache_dir(directory: Path) -> int:
-    """One mount per cache directory: two daemons sharing one index would corrupt it."""
+    """One mount per cache directory (cachelock.py)."""
     try:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(directory, 0o700)
-        fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        raise MountError(f"cache directory {directory}: {exc.strerror or exc}") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise MountError(
-            f"cache directory {directory} is in use by another fsync-fuse mount "
-            "(give this mount its own --cache-dir)"
-        ) from None
-    return fd
+        return cachelock.lock_cache_dir(directory)
+    except cachelock.CacheInUse as exc:
+        raise MountError(str(exc)) from None
 
 
 def fuse_options(cfg: MountConfig) -> set[str]:

@@ -22,6 +22,7 @@ from typing import Any, cast
 import trio
 
 from fsync_fuse.assembly import open_mount
+from fsync_fuse.cachelock import lock_cache_dir
 from fsync_fuse.config import MountConfig, share_id
 from fsync_fuse.initial import is_done
 from fsync_fuse.migration.journal import Journal
@@ -101,10 +102,14 @@ async def adopt(
         snapshot_dir=None,
     )
     seeded = Seeded(remote, seeds)
-    async with open_mount(cfg, cast(Remote, seeded)) as mount:
-        while not is_done(mount.ns):
-            await trio.sleep(0.2)
-        st = mount.cache.stats()
+    lock = lock_cache_dir(cache_dir, who="a mount (unmount it before the cutover)")
+    try:
+        async with open_mount(cfg, cast(Remote, seeded)) as mount:
+            while not is_done(mount.ns):
+                await trio.sleep(0.2)
+            st = mount.cache.stats()
+    finally:
+        os.close(lock)
     log.info(
         "cutover: %d bytes from the source, %d from the share",
         seeded.from_source,

@@ -16,7 +16,9 @@ from typing import Any
 
 import trio
 
+from cache import CacheMismatch
 from fsync_fuse.attrs import DIR
+from fsync_fuse.cachelock import CacheInUse
 from fsync_fuse.migration.copier import Abort, Copier, Outcome
 from fsync_fuse.migration.cutover import adopt, seeds_of
 from fsync_fuse.migration.journal import Journal, JournalMismatch
@@ -117,16 +119,19 @@ async def migrate(job: Job) -> dict[str, Any]:
             cut: dict[str, Any] | None = None
             if job.cutover_cache is not None:
                 seeds = seeds_of(job.src, found, journal)
-                figures = await adopt(
-                    remote=remote,
-                    url=job.share_url,
-                    share_url=f"{remote.account_url}/{remote.share_name}",
-                    account_url=remote.account_url,
-                    share=remote.share_name,
-                    cache_dir=job.cutover_cache,
-                    cache_size=job.cache_size,
-                    seeds=seeds,
-                )
+                try:
+                    figures = await adopt(
+                        remote=remote,
+                        url=job.share_url,
+                        share_url=f"{remote.account_url}/{remote.share_name}",
+                        account_url=remote.account_url,
+                        share=remote.share_name,
+                        cache_dir=job.cutover_cache,
+                        cache_size=job.cache_size,
+                        seeds=seeds,
+                    )
+                except (CacheInUse, CacheMismatch) as exc:
+                    raise Failed(str(exc)) from None
                 cut = {"cache_dir": str(job.cutover_cache), "files": len(seeds), **figures}
         finally:
             journal.close()

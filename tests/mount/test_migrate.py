@@ -285,6 +285,9 @@ def test_cutover_makes_the_source_the_mounts_cache(tmp_path, share_url, share, m
     assert rep["copied"] >= 1 and rep["cutover"]["files"] == 120 + 4
     assert rep["cutover"]["from_share_bytes"] == 0
     m = mounter(share_url, cache="cache")
+    # a second cutover into the cache of a running mount is refused in one line
+    r = migrate(src, share_url, tmp_path / "state", "--cutover", "--cache-dir", str(cache))
+    assert r.returncode == 2 and "in use by a mount" in r.stderr, r.stderr
     before = emulator.stats()["by_op"].get("GetFile", 0)
     for p in sorted(src.rglob("*")):
         if p.is_file() and not p.is_symlink():
