@@ -98,14 +98,18 @@ class Copier:
         return self.out
 
     async def _parallel(self, fn: Callable[[Entry], Any], entries: list[Entry]) -> None:
+        """fn on every entry, `threads` at a time. A failure is the entry's (reported); a
+        refusal of the credentials stops everything (Abort, raised here after the others
+        were cancelled: never out of the nursery, which would wrap it in a group)."""
+        refused: list[str] = []
+
         async def one(e: Entry) -> None:
             async with self.limit:
                 try:
                     await fn(e)
                 except (PermissionDenied, AuthFailed) as exc:
-                    raise Abort(
-                        f"the share refused a change ({exc}): do the credentials allow writing?"
-                    ) from None
+                    refused.append(str(exc))
+                    n.cancel_scope.cancel()
                 except (RemoteError, OSError) as exc:
                     self._fail(
                         e, str(exc) if isinstance(exc, RemoteError) else exc.strerror or str(exc)
@@ -114,6 +118,10 @@ class Copier:
         async with trio.open_nursery() as n:
             for e in entries:
                 n.start_soon(one, e)
+        if refused:
+            raise Abort(
+                f"the share refused a change ({refused[0]}): do the credentials allow writing?"
+            )
 
     def _fail(self, e: Entry, reason: str) -> None:
         log.debug("%s: %s", e.share, reason)
@@ -280,11 +288,20 @@ class Copier:
             )
         ranges = [i for i in range((e.size + RANGE - 1) // RANGE) if i not in done]
 
+        failed: list[RemoteError | OSError] = []
+
         async def put(i: int) -> None:
             async with self.limit:
                 off = i * RANGE
-                data = await trio.to_thread.run_sync(self._pread, e, off, min(RANGE, e.size - off))
-                await self.remote.write(tmp, off, data, keep_mtime=True)
+                try:
+                    data = await trio.to_thread.run_sync(
+                        self._pread, e, off, min(RANGE, e.size - off)
+                    )
+                    await self.remote.write(tmp, off, data, keep_mtime=True)
+                except (RemoteError, OSError) as exc:  # the file's failure, raised below
+                    failed.append(exc)
+                    n.cancel_scope.cancel()
+                    return
             done.add(i)
             self.out.bytes_sent += len(data)
             self.journal.record_partial(
@@ -299,6 +316,8 @@ class Copier:
                     n.start_soon(put, i)
         finally:
             await self.limit.acquire_on_behalf_of(trio.lowlevel.current_task())
+        if failed:
+            raise failed[0]  # the ranges on the share stay recorded: a rerun resumes
         try:
             entry = await self.remote.rename_new(tmp, e.share, file_id)
         except AlreadyExists:

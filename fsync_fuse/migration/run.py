@@ -197,6 +197,7 @@ async def _follow(
     try:
         watcher.watch([e.rel for e in first.entries if e.kind == DIR])
         job.say(f"migrate: watching {watcher.watched} directories of {job.src} (Ctrl-C stops)")
+        failed: list[Failed] = []
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
 
@@ -217,7 +218,12 @@ async def _follow(
                     )
                     # a round is not interrupted half-way: its journal records stay whole
                     with trio.CancelScope(shield=True):
-                        out = await _copy(job, remote, journal, found, set(starts), None)
+                        try:
+                            out = await _copy(job, remote, journal, found, set(starts), None)
+                        except Failed as exc:  # raised below, not out of the nursery
+                            failed.append(exc)
+                            nursery.cancel_scope.cancel()
+                            break
                     totals.add(found, out)
                     totals.rounds += 1
                     watcher.watch([e.rel for e in found.entries if e.kind == DIR])
@@ -226,6 +232,8 @@ async def _follow(
                         f"{len(out.failed) + len(found.failed)} failed "
                         f"({len(starts)} directories rescanned)"
                     )
+        if failed:
+            raise failed[0]
     finally:
         watcher.close()
 

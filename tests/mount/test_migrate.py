@@ -319,3 +319,27 @@ def test_verify_compares_content_checksums(tmp_path, share_url, share):
     rep = json.loads(r.stdout)
     assert [m["path"] for m in rep["mismatched"]] == ["many/d05/file 0005.txt"]
     assert rep["verified"] == 42
+
+
+def test_credentials_without_write_rights_are_one_line(tmp_path, emulator, share_name):
+    from datetime import UTC, datetime, timedelta
+
+    from azure.storage.fileshare import ShareSasPermissions, generate_share_sas
+
+    from remote.credentials import DEV_ACCOUNT, DEV_KEY
+
+    src = tmp_path / "src"
+    make_tree(src, small=5, big=5 * 1024 * 1024)
+    sas = generate_share_sas(
+        DEV_ACCOUNT,
+        share_name,
+        DEV_KEY,
+        permission=ShareSasPermissions(read=True, list=True),
+        expiry=datetime.now(UTC) + timedelta(hours=1),
+    )
+    r = migrate(src, f"{emulator.share_url(share_name)}/t?{sas}", tmp_path / "state")
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    last = r.stderr.strip().splitlines()[-1]  # (after the progress line)
+    assert last.startswith("fsync-fuse: error:") and "do the credentials allow writing?" in last
+    assert "sig=" not in r.stderr  # the SAS never shows
