@@ -18,6 +18,7 @@ import pytest
 
 from fsync_fuse.migration.source import birth_ns
 from tests.mount.helpers import REPO, env, eventually
+from tests.sas import share_sas
 
 NS = 1_700_000_000_000_000_000  # mtimes below are whole 100 ns: what the share keeps
 
@@ -322,21 +323,9 @@ def test_verify_compares_content_checksums(tmp_path, share_url, share):
 
 
 def test_credentials_without_write_rights_are_one_line(tmp_path, emulator, share_name):
-    from datetime import UTC, datetime, timedelta
-
-    from azure.storage.fileshare import ShareSasPermissions, generate_share_sas
-
-    from remote.credentials import DEV_ACCOUNT, DEV_KEY
-
     src = tmp_path / "src"
     make_tree(src, small=5, big=5 * 1024 * 1024)
-    sas = generate_share_sas(
-        DEV_ACCOUNT,
-        share_name,
-        DEV_KEY,
-        permission=ShareSasPermissions(read=True, list=True),
-        expiry=datetime.now(UTC) + timedelta(hours=1),
-    )
+    sas = share_sas(share_name, read=True, list=True)
     r = migrate(src, f"{emulator.share_url(share_name)}/t?{sas}", tmp_path / "state")
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr

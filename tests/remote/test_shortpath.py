@@ -6,15 +6,14 @@ SDK's errors."""
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime, timedelta
 
 import pytest
-from azure.storage.fileshare import ShareSasPermissions, generate_share_sas
 
 from remote.azure import AzureOptions
 from remote.base import NotFound
-from remote.credentials import DEV_ACCOUNT, DEV_KEY, open_remote
+from remote.credentials import open_remote
 from tests.remote.conftest import FAST
+from tests.sas import share_sas
 
 DATA = os.urandom(200_000)
 
@@ -40,13 +39,7 @@ async def test_reads_are_signed_here_for_any_name(remote, name):
 
 async def test_a_sas_url_reads_on_the_short_path(emulator, share_name, remote):
     await _put(remote, "s.bin")
-    sas = generate_share_sas(
-        DEV_ACCOUNT,
-        share_name,
-        DEV_KEY,
-        permission=ShareSasPermissions(read=True, list=True),
-        expiry=datetime.now(UTC) + timedelta(hours=1),
-    )
+    sas = share_sas(share_name, read=True, list=True)
     r = await open_remote(f"{emulator.share_url(share_name)}?{sas}", options=FAST, env={})
     try:
         assert await r.read("s.bin", 100, 5000) == DATA[100:5100]
@@ -174,13 +167,7 @@ async def test_a_new_file_goes_the_short_way_as_the_sdk_would_send_it(
 async def test_file_urls_are_spelled_as_the_sdk_spells_them(emulator, share_name, remote, sas):
     r = remote
     if sas:
-        token = generate_share_sas(
-            DEV_ACCOUNT,
-            share_name,
-            DEV_KEY,
-            permission=ShareSasPermissions(read=True),
-            expiry=datetime.now(UTC) + timedelta(hours=1),
-        )
+        token = share_sas(share_name, read=True)
         r = await open_remote(f"{emulator.share_url(share_name)}?{token}", options=FAST, env={})
     try:
         for path in ["a", "d ir/f~x.txt", "100%/#hash?&=+", "日本/子 é.txt", "x/.fsync-new-1-2"]:
