@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 INLINE_MAX = 4 * 1024 * 1024
 #: how long a queued create waits for its file to be done being written (`until_due`)
 SETTLE_MAX = 10.0
+SETTLE_POLL = 0.1
 
 #: what a queued operation's application returns: the share's answer to record with its
 #: removal from the outbox, and bookkeeping to run in that same synchronous step
@@ -303,7 +304,9 @@ class NewFiles:
                 return
             if now >= give_up:
                 return
-            await trio.sleep(min(due, give_up) - now)
+            # the due time may be brought forward meanwhile (a drain, an fsync that waits
+            # for the share): look again at least every SETTLE_POLL
+            await trio.sleep(min(due, give_up, now + SETTLE_POLL) - now)
 
     def _inline(self, ino: int, size: int) -> bool:
         """Send a new file's content with its create when it is small, dirty and due: quiet

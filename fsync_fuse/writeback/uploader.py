@@ -126,6 +126,8 @@ class Uploader:
         def settled() -> bool:
             return self.outbox.path_settled(self.ns.chain(ino) or [ino])
 
+        if self.dirty.is_dirty(ino):  # a queued create waits for nothing (until_due)
+            self.dirty.due[ino] = trio.current_time()
         while not settled():
             blocked = self.stuck.blocking_chain(self.ns.chain(ino) or [ino])
             if blocked is not None:
