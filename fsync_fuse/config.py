@@ -49,6 +49,14 @@ def default_cache_dir(sid: str) -> Path:
     return Path(base) / "fsync-fuse" / sid
 
 
+def cache_dir_for(account_url: str, share: str, given: str | None) -> Path:
+    """--cache-dir (made absolute), else the default cache directory of this share (mount
+    and migrate --cutover must agree on it)."""
+    return (
+        Path(os.path.abspath(given)) if given else default_cache_dir(share_id(account_url, share))
+    )
+
+
 @dataclass
 class MountConfig:
     url: str

@@ -131,7 +131,7 @@ class AzureFileWrites(AzureCore):
     ) -> RemoteEntry:
         path = norm(path)
         self._check_writable("create_file", path)
-        lw = format_smb_time(last_write_ns) if last_write_ns is not None else "now"
+        lw = _smb_or_now(last_write_ns)
 
         args = _create_args(attributes, lw, metadata, content_md5, _smb_or_now(creation_ns))
 
@@ -176,7 +176,7 @@ class AzureFileWrites(AzureCore):
                 content_md5=content_md5,
                 creation_ns=creation_ns,
             )
-        lw = format_smb_time(last_write_ns) if last_write_ns is not None else "now"
+        lw = _smb_or_now(last_write_ns)
         name = posixpath.basename(dst)
 
         args = _create_args(attributes, lw, metadata, content_md5, _smb_or_now(creation_ns))

@@ -126,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
     import trio
 
     from fsync_fuse.commands.progress import Progress
+    from fsync_fuse.config import cache_dir_for
     from fsync_fuse.migration.run import Failed, Job, migrate
     from remote.credentials import ConfigError, parse_share_url, split_share_path
 
@@ -139,20 +140,19 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError) as exc:
         return _bad(str(exc))
     quiet = args.quiet or args.json
+    cache_dir = cache_dir_for(loc.account_url, loc.share, args.cache_dir)
     job = Job(
         src=src,
         share_url=share_url,
         below=below,
-        state=Path(args.state)
-        if args.state
-        else _cache_dir(loc.account_url, loc.share, args) / "migrate",
+        state=Path(args.state) if args.state else cache_dir / "migrate",
         owner=owner,
         threads=args.threads,
         delete=args.delete,
         rename_invalid=args.rename_invalid,
         watch=args.watch,
         verify=args.verify,
-        cutover_cache=_cache_dir(loc.account_url, loc.share, args) if args.cutover else None,
+        cutover_cache=cache_dir if args.cutover else None,
         cache_size=args.cache_size,
         account_key=warn_account_key(args),
         account_key_file=args.account_key_file,
@@ -223,12 +223,3 @@ def _owner(text: str | None) -> tuple[int, int]:
     if not sep or not uid.isdigit() or not gid.isdigit():
         raise ValueError(f"--owner {text!r}: expected UID:GID (numbers)")
     return int(uid), int(gid)
-
-
-def _cache_dir(account_url: str, share: str, args: argparse.Namespace) -> Path:
-    """--cache-dir, else the directory `mount` uses for this share by default."""
-    from fsync_fuse.config import default_cache_dir, share_id
-
-    if args.cache_dir:
-        return Path(args.cache_dir).absolute()
-    return default_cache_dir(share_id(account_url, share))

@@ -15,7 +15,7 @@ from fsync_fuse.commands import tiering
 from fsync_fuse.commands.common import add_credential_options, size_arg, warn_account_key
 from fsync_fuse.config import (
     MountConfig,
-    default_cache_dir,
+    cache_dir_for,
     inside,
     options_to_args,
     parse_size,
@@ -205,7 +205,7 @@ def build_config(args: argparse.Namespace) -> MountConfig:
     except ConfigError as exc:
         raise SystemExit(f"fsync-fuse: error: {exc}") from None
     sid = share_id(loc.account_url, loc.share)
-    cache_dir = os.path.abspath(args.cache_dir) if args.cache_dir else str(default_cache_dir(sid))
+    cache_dir = cache_dir_for(loc.account_url, loc.share, args.cache_dir)
     creds = {}
     if warn_account_key(args):
         creds["account_key"] = args.account_key
@@ -217,12 +217,11 @@ def build_config(args: argparse.Namespace) -> MountConfig:
         from remote.azure import AzureOptions
 
         creds["options"] = AzureOptions(retry_total=max(0, args.remote_retries))
-    from pathlib import Path
 
     return MountConfig(
         url=args.share,
         mountpoint=os.path.abspath(args.mountpoint),
-        cache_dir=Path(cache_dir),
+        cache_dir=cache_dir,
         share_id=sid,
         share_url=loc.share_url,
         cache_size=args.cache_size,

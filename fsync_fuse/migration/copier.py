@@ -6,8 +6,8 @@ filled, and renamed to its name without replacing anything: a file already at th
 only replaced when the journal says this migration put it there and the share still has
 that version (same ETag), i.e. the source changed since. Any other file at the name is left
 alone and reported (never overwritten). A file at its name with the source's size and
-last-write time and our metadata, unknown to the journal, is the copy a killed run finished
-before its journal group was committed: it is recorded, not sent again.
+last-write time and our metadata, known to the journal only as under way, is the copy a
+killed run finished before recording it: it is recorded, not sent again.
 
 Small files go in three calls (Create File, Put Range, Rename File: `create_filled`); larger
 ones are created, then filled in parallel 4 MiB ranges, each range recorded in the journal
@@ -29,7 +29,8 @@ import trio
 
 from fsync_fuse.attrs import DIR, FILE
 from fsync_fuse.migration.journal import Journal
-from fsync_fuse.migration.source import TMP_PREFIX, Entry, Scan, dirs_by_depth, show
+from fsync_fuse.migration.source import TMP_PREFIX, Entry, Scan, dirs_by_depth, pread, show
+from fsync_fuse.writeback.shareops import with_parents
 from remote.base import (
     AlreadyExists,
     AuthFailed,
@@ -130,8 +131,7 @@ class Copier:
             self._bad_dirs.add(e.rel)
 
     def _parent_failed(self, e: Entry) -> bool:
-        parent = e.rel.rpartition(b"/")[0] if b"/" in e.rel else b""
-        if e.rel and parent in self._bad_dirs:
+        if e.rel and _parent(e.rel) in self._bad_dirs:
             self._fail(e, "its directory could not be made on the share")
             return True
         return False
@@ -150,28 +150,20 @@ class Copier:
             return
         meta, attrs = e.share_props(self.owner)
         try:
-            await self.remote.mkdir(e.share, metadata=meta, attributes=attrs)
+            # (the target directory's parents, SHARE_URL/a/b, may not exist yet)
+            await with_parents(
+                self.remote,
+                e.share,
+                lambda: self.remote.mkdir(e.share, metadata=meta, attributes=attrs),
+                expected=not e.rel,  # (else it vanished meanwhile: worth a warning)
+            )
         except AlreadyExists:
             there = await self.remote.stat(e.share)
             if not there.is_dir:
                 raise RemoteError("a file of that name is on the share: left as it is") from None
             await self.remote.set_properties(e.share, metadata=meta, attributes=attrs, is_dir=True)
-        except NotFound:
-            if e.rel:
-                raise
-            await self._make_parents(e.share)
-            await self.remote.mkdir(e.share, metadata=meta, attributes=attrs)
         self._touched.add(e.rel)
         self._made.add(e.rel)
-
-    async def _make_parents(self, path: str) -> None:
-        """The target directory's parents (SHARE_URL/a/b: a and a/b), as `mkdir -p`."""
-        parts = path.split("/")
-        for i in range(1, len(parts)):
-            try:
-                await self.remote.mkdir("/".join(parts[:i]))
-            except AlreadyExists:
-                pass
 
     async def _dir_done(self, e: Entry) -> None:
         """Its times, once its content is in place (adding entries moves a directory's
@@ -194,8 +186,7 @@ class Copier:
             self.out.unchanged += 1
             self.on_file(e.size)
             return
-        parent = e.rel.rpartition(b"/")[0] if b"/" in e.rel else b""
-        self._touched.add(parent)
+        self._touched.add(_parent(e.rel))
         if e.kind == FILE and e.size > RANGE:
             await self._large(e, rec)
         else:
@@ -214,7 +205,6 @@ class Copier:
         meta, attrs = e.share_props(self.owner)
         tmp = self._tmp(e)
         self.journal.record_partial(e.rel, {"sig": e.signature(), "tmp": tmp})
-        made: list[RemoteEntry] = []
         try:
             entry = await self.remote.create_filled(
                 tmp,
@@ -224,7 +214,6 @@ class Copier:
                 metadata=meta,
                 last_write_ns=e.mtime_ns,
                 attributes=attrs,
-                made=made,
                 content_md5=md5,
                 creation_ns=e.birth_ns,
             )
@@ -295,7 +284,7 @@ class Copier:
                 off = i * RANGE
                 try:
                     data = await trio.to_thread.run_sync(
-                        self._pread, e, off, min(RANGE, e.size - off)
+                        pread, self._src(e), off, min(RANGE, e.size - off)
                     )
                     await self.remote.write(tmp, off, data, keep_mtime=True)
                 except (RemoteError, OSError) as exc:  # the file's failure, raised below
@@ -348,7 +337,7 @@ class Copier:
         have = {k.lower(): v for k, v in (there.metadata or {}).items()}
         return (
             not there.is_dir
-            and there.size == (e.size if e.kind == FILE else len((e.target or "").encode()))
+            and there.size == e.size  # (a symlink's: its target's length)
             and there.last_write_ns == e.mtime_ns // 100 * 100
             and all(have.get(k.lower()) == v for k, v in meta.items())
         )
@@ -387,13 +376,6 @@ class Copier:
                 h.update(chunk)
         return h.digest()
 
-    def _pread(self, e: Entry, off: int, n: int) -> bytes:
-        fd = os.open(self._src(e), os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            return os.pread(fd, n, off)
-        finally:
-            os.close(fd)
-
     def _src(self, e: Entry) -> bytes:
         return os.path.join(os.fsencode(self.root), e.rel)
 
@@ -426,14 +408,15 @@ class Copier:
         the share still has the version this migration put there (files first, then
         directories deepest first)."""
         present = {e.rel for e in self.scan.entries}
-        gone = [
-            rel
-            for rel in self.journal.paths()
+        recs = {
+            rel: rec
+            for rel, rec in self.journal.records()
             if rel not in present and (scope is None or _within(rel, scope))
-        ]
-        recs = {rel: self.journal.get(rel) or {} for rel in gone}
-        files = [rel for rel in gone if recs[rel].get("sig", [DIR])[0] != DIR]
-        dirs = sorted((rel for rel in gone if rel not in files), key=lambda r: -r.count(b"/"))
+        }
+        files = [rel for rel, rec in recs.items() if rec["sig"][0] != DIR]
+        dirs = sorted(
+            (rel for rel, rec in recs.items() if rec["sig"][0] == DIR), key=lambda r: -r.count(b"/")
+        )
 
         async def rm_file(rel: bytes) -> None:
             rec = recs[rel]
@@ -456,7 +439,7 @@ class Copier:
                 n.start_soon(self._guarded, rm_file, rel)
         for rel in dirs:
             rec = recs[rel]
-            if not rec.get("share"):
+            if not rec["share"]:  # the share's root
                 continue
             try:
                 await self.remote.rmdir(rec["share"])
@@ -482,3 +465,8 @@ def _within(rel: bytes, dirs: set[bytes]) -> bool:
         return True
     parts = rel.split(b"/")
     return any(b"/".join(parts[:i]) in dirs for i in range(1, len(parts)))
+
+
+def _parent(rel: bytes) -> bytes:
+    """The directory of a source path (b"" for one at the top)."""
+    return rel.rpartition(b"/")[0]

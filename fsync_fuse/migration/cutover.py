@@ -22,11 +22,12 @@ from typing import Any, cast
 import trio
 
 from fsync_fuse.assembly import open_mount
+from fsync_fuse.attrs import FILE
 from fsync_fuse.cachelock import lock_cache_dir
 from fsync_fuse.config import MountConfig, share_id
 from fsync_fuse.initial import is_done
 from fsync_fuse.migration.journal import Journal
-from fsync_fuse.migration.source import Scan
+from fsync_fuse.migration.source import Scan, pread
 from remote.base import Remote
 
 log = logging.getLogger(__name__)
@@ -52,17 +53,9 @@ class Seeded:
             data = await self._inner.read(path, offset, length)
             self.from_share += len(data)
             return data
-        data = await trio.to_thread.run_sync(_pread, src, offset, length)
+        data = await trio.to_thread.run_sync(pread, src, offset, length)
         self.from_source += len(data)
         return data
-
-
-def _pread(path: bytes, offset: int, length: int) -> bytes:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        return os.pread(fd, length, offset)
-    finally:
-        os.close(fd)
 
 
 def seeds_of(root: str, found: Scan, journal: Journal) -> dict[str, bytes]:
@@ -70,7 +63,7 @@ def seeds_of(root: str, found: Scan, journal: Journal) -> dict[str, bytes]:
     source as it is now."""
     out = {}
     for e in found.entries:
-        if e.kind != "f":
+        if e.kind != FILE:
             continue
         rec = journal.get(e.rel)
         if rec is not None and rec["sig"] == e.signature():

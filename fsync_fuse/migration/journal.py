@@ -88,13 +88,11 @@ class Journal:
         if time.monotonic() - self._synced >= SYNC_EVERY:
             self.commit()
 
-    def paths(self) -> list[bytes]:
-        """Every path with a `done` record."""
+    def records(self) -> list[tuple[bytes, dict[str, Any]]]:
+        """Every `done` record with its path."""
         with self.env.begin(db=self.done) as txn:
-            return [
-                json.loads(raw)["rel"].encode("utf-8", "surrogateescape")
-                for raw in txn.cursor().iternext(keys=False, values=True)
-            ]
+            recs = [json.loads(raw) for raw in txn.cursor().iternext(keys=False, values=True)]
+        return [(rec.pop("rel").encode("utf-8", "surrogateescape"), rec) for rec in recs]
 
     def commit(self) -> None:
         """Make every record so far survive a power loss too."""

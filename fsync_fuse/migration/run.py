@@ -252,4 +252,5 @@ def _share_paths(journal: Journal, dirs: set[bytes], base: list[str]) -> dict[by
                 out[rel] = rec["share"]
                 break
             rel = rel.rpartition(b"/")[0]
-    return {rel: share for rel, share in out.items() if rel in outermost(set(out))}
+    keep = outermost(set(out))
+    return {rel: share for rel, share in out.items() if rel in keep}

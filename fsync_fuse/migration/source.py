@@ -18,7 +18,7 @@ import struct
 from dataclasses import dataclass, field
 
 from fsync_fuse import names
-from fsync_fuse.attrs import DIR, FILE, Inode, kind_of_mode, with_marker
+from fsync_fuse.attrs import DIR, FILE, LINK, Inode, kind_of_mode, with_marker
 
 #: the temporary name a file is created under on the share (copier.py), as long as any
 TMP_PREFIX = ".fsync-new-m"
@@ -39,7 +39,6 @@ class Entry:
     rdev: int = 0
     target: str | None = None  # a symlink's target
     birth_ns: int | None = None  # creation time, where the source's filesystem keeps one
-    renamed_from: str | None = None  # the source name, when given a safe name
 
     def inode(self) -> Inode:
         """The record the mount would keep for it (attrs.py builds the share metadata)."""
@@ -146,9 +145,8 @@ def _walk(
         if kind == FILE:
             e.birth_ns = birth_ns(os.path.join(os.fsencode(root), crel))
         if reason is not None:
-            e.renamed_from = d.name
             out.renamed.append({"path": show(crel), "share_path": e.share, "reason": reason})
-        if kind == "l":
+        if kind == LINK:
             try:
                 e.target = os.readlink(os.path.join(root, os.fsdecode(crel)))
             except OSError as exc:
@@ -267,6 +265,15 @@ def dirs_by_depth(entries: list[Entry]) -> list[list[Entry]]:
         if e.kind == DIR:
             levels.setdefault(e.rel.count(b"/") + (1 if e.rel else 0), []).append(e)
     return [levels[d] for d in sorted(levels)]
+
+
+def pread(path: bytes, offset: int, length: int) -> bytes:
+    """`length` bytes of a source file from `offset` (fewer at its end)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.pread(fd, length, offset)
+    finally:
+        os.close(fd)
 
 
 def show(rel: bytes) -> str:

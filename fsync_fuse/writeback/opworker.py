@@ -57,11 +57,6 @@ class SourceMissing(NotFound):
     """A queued rename whose source and destination are both missing on the share."""
 
 
-def _etag(etag: str | None) -> str | None:
-    """An ETag as a listing spells it (headers quote it, listings do not)."""
-    return etag.strip('"') if etag else etag
-
-
 #: entries whose last sent properties are remembered (`OpWorker._sent`)
 SENT_KEPT = 4096
 
@@ -357,7 +352,7 @@ class OpWorker:
             want = Sent(meta, attrs, op.get("mtime"))
             rec = self.ns.get(ino)
             last = self._sent.get(ino)
-            if last is not None and (rec is None or _etag(rec.etag) != _etag(last.etag)):
+            if last is not None and (rec is None or rec.etag != last.etag):
                 last = None  # the share's version is not the one we left there
             send = want if last is None else want.beyond(last)
             if send.empty:

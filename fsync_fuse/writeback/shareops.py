@@ -15,9 +15,12 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-async def with_parents(remote: Remote, path: str, call: Callable[[], Awaitable[T]]) -> T:
+async def with_parents(
+    remote: Remote, path: str, call: Callable[[], Awaitable[T]], *, expected: bool = False
+) -> T:
     """Run `call()`; if the share lacks the parent directory (deleted elsewhere, or never
-    created), create the missing directories (`mkdir -p`) and run it once more."""
+    created), create the missing directories (`mkdir -p`) and run it once more. `expected`:
+    the caller knows they may not exist yet (migrate into SHARE/a/b): no warning."""
     try:
         return await call()
     except NotFound:
@@ -29,7 +32,11 @@ async def with_parents(remote: Remote, path: str, call: Callable[[], Awaitable[T
             await remote.mkdir("/".join(parts[:i]))
         except AlreadyExists:
             pass
-    log.warning("%s: parent directory was missing on the share; created it", path)
+    log.log(
+        logging.DEBUG if expected else logging.WARNING,
+        "%s: parent directory was missing on the share; created it",
+        path,
+    )
     return await call()
 
 

@@ -139,3 +139,28 @@ def cpu_seconds(pid: int | None) -> float | None:
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def make_file(path: Path, size: int) -> None:
+    """A file of `size` random bytes (written 4 MiB at a time)."""
+    with open(path, "wb") as f:
+        left = size
+        while left > 0:
+            n = min(4 << 20, left)
+            f.write(os.urandom(n))
+            left -= n
+
+
+def rclone_env(connection_string: str, share: str, config_dir: Path) -> dict[str, str]:
+    """rclone's environment: the `bench:` remote (azurefiles) from variables only, no
+    config file, no proxies."""
+    env = env_without_proxies()
+    env.update(
+        {
+            "RCLONE_CONFIG": str(config_dir / "no-rclone.conf"),
+            "RCLONE_CONFIG_BENCH_TYPE": "azurefiles",
+            "RCLONE_CONFIG_BENCH_CONNECTION_STRING": connection_string,
+            "RCLONE_CONFIG_BENCH_SHARE_NAME": share,
+        }
+    )
+    return env

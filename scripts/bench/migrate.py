@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from .machine import REPO, env_without_proxies, rclone_path
+from .machine import REPO, make_file, rclone_env, rclone_path
 from .settings import human_size
 from .workloads import Bench, attempt, log_value, run_timed
 
@@ -34,7 +34,7 @@ def run(b: Bench, url: str) -> None:
     large = b.work / "migrate-large"
     if not large.exists():
         large.mkdir()
-        _make(large / "big.bin", b.s.file_size)
+        make_file(large / "big.bin", b.s.file_size)
     nfiles = sum(len(files) for _, _, files in os.walk(small))
     sources = (("migrate/small", small, nfiles), ("migrate/large", large, 1))
     for rep in range(b.s.reps):
@@ -90,27 +90,10 @@ def _small_source(b: Bench) -> Path:
     return src
 
 
-def _make(path: Path, size: int) -> None:
-    with open(path, "wb") as f:
-        left = size
-        while left > 0:
-            n = min(4 << 20, left)
-            f.write(os.urandom(n))
-            left -= n
-
-
 def _rclone_copy(b: Bench, src: Path, dest: str) -> float:
     exe = rclone_path()
     assert exe is not None
-    env = env_without_proxies()
-    env.update(
-        {
-            "RCLONE_CONFIG": str(b.work / "no-rclone.conf"),
-            "RCLONE_CONFIG_BENCH_TYPE": "azurefiles",
-            "RCLONE_CONFIG_BENCH_CONNECTION_STRING": b.sdk.connection_string,
-            "RCLONE_CONFIG_BENCH_SHARE_NAME": b.sdk.share_name,
-        }
-    )
+    env = rclone_env(b.sdk.connection_string, b.sdk.share_name, b.work)
     cmd = [exe, "copy", str(src), f"bench:{dest}", "--transfers", str(THREADS),
            "--checkers", str(THREADS)]  # fmt: skip
     t0 = time.perf_counter()

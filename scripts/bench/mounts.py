@@ -21,7 +21,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from .machine import REPO, drop_caches, env_without_proxies, rclone_path
+from .machine import REPO, drop_caches, env_without_proxies, rclone_env, rclone_path
 
 log = logging.getLogger("bench")
 
@@ -227,15 +227,7 @@ class Rclone:
         self.root = mountpoint
         self.cache_dir = cache_dir
         self.log_file = log_file
-        self.env = env_without_proxies()
-        self.env.update(
-            {
-                "RCLONE_CONFIG": str(cache_dir.parent / "no-rclone.conf"),
-                "RCLONE_CONFIG_BENCH_TYPE": "azurefiles",
-                "RCLONE_CONFIG_BENCH_CONNECTION_STRING": connection_string,
-                "RCLONE_CONFIG_BENCH_SHARE_NAME": share,
-            }
-        )
+        self.env = rclone_env(connection_string, share, cache_dir.parent)
         self.flags = [
             "--vfs-cache-mode",
             "full",

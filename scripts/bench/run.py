@@ -22,7 +22,7 @@ from . import migrate as mig
 from . import report, trees
 from . import smallfiles as sf
 from . import workloads as wl
-from .machine import REPO, drop_caches, machine, versions
+from .machine import REPO, drop_caches, machine, make_file, versions
 from .mounts import FsyncFuse, LocalDisk, MountFailed, Rclone
 from .profiling import Profiler
 from .report import Results
@@ -299,7 +299,7 @@ def _prepare(s: Settings, work: Path, results: Results, meta: dict, started: lis
         meta["profiles"] = bench.profiler.summaries
         if wants & {"seq-read", "rand-read", "seq-write"} or "emulator" in s.contestants:
             big = local_root / BIG
-            _make_file(big, s.file_size)
+            make_file(big, s.file_size)
             bench.big_sha = sha256_file(big)
             t0 = time.perf_counter()
             sdk.upload(big, BIG)
@@ -364,16 +364,6 @@ def _prepare(s: Settings, work: Path, results: Results, meta: dict, started: lis
         started.clear()
         emu.stop()
         raise
-
-
-def _make_file(path: Path, size: int) -> None:
-    chunk = 4 << 20
-    with open(path, "wb") as f:
-        left = size
-        while left > 0:
-            n = min(chunk, left)
-            f.write(os.urandom(n))
-            left -= n
 
 
 def _run(bench: Bench, s: Settings, meta: dict) -> None:
