@@ -71,8 +71,16 @@ class OpWindow:
         """An operation read from the queue takes its place in the window."""
         self._ops[seq] = (op, fp)
 
+    def _purge(self) -> None:
+        """Forget operations rewritten away (outbox.py, "Coalescing"); one still running
+        finds out itself (`Outbox.hold`) and ends with nothing to do."""
+        for seq in self.outbox.take_withdrawn():
+            self._ops.pop(seq, None)
+            self.running.discard(seq)
+
     def ready(self) -> list[tuple[int, dict]]:
         """Operations that may start now, in queue order."""
+        self._purge()
         self._refill()
         out: list[tuple[int, dict]] = []
         waiting: list[tuple[list[Path], set[int]]] = []

@@ -10,6 +10,14 @@ In memory we count, per inode, the pending operations it is the subject of (crea
 removed, attributes) and those that change its children (it is a parent directory). From those
 counts `path_settled` tells whether an inode's local path is its share path right now, which is
 what uploads, fetches and listings need.
+
+**Coalescing.** An entry's queued create that the worker has not begun (it is *held* from
+the moment it starts on the share, or is set aside as stuck) is the only record of the
+entry on the share side: when the entry is then renamed or removed, or its attributes
+change, the namespace rewrites the create instead of queueing more (`foldable_create`,
+`withdraw`; namespace/local.py). The rewritten create is appended at the end of the queue,
+in the same transaction as the local change, so everything queued before keeps its order
+and a crash finds either the old state or the new one.
 """
 
 from __future__ import annotations
@@ -51,6 +59,9 @@ class Outbox:
         self._victim: Counter[int] = Counter()  # inodes a pending rename replaces
         self._count = 0
         self._next_seq = 1
+        self._creates: dict[int, int] = {}  # ino -> seq of its pending create
+        self._held: set[int] = set()  # creates begun on the share (or stuck): never rewritten
+        self._withdrawn: list[int] = []  # seqs rewritten away, for the worker's window
         #: bumped on every append: a listing taken at version v is stale if this moved
         self.version = 0
         self._changed = trio.Event()
@@ -58,13 +69,20 @@ class Outbox:
         self._watchers: Counter[int] = Counter()  # listings in flight, by start version
         with env.begin(db=self.db) as txn:
             for key, raw in txn.cursor():
-                op = json.loads(raw)
-                self._count_op(op, +1)
-                self._next_seq = int.from_bytes(key, "big") + 1
+                seq = int.from_bytes(key, "big")
+                self._count_op(seq, json.loads(raw), +1)
+                self._next_seq = seq + 1
 
     # --- counters
-    def _count_op(self, op: dict, delta: int) -> None:
+    def _count_op(self, seq: int, op: dict, delta: int) -> None:
         self._count += delta
+        if op["op"] in CREATE_OPS and op.get("ino"):
+            if delta > 0:
+                self._creates[op["ino"]] = seq
+            elif self._creates.get(op["ino"]) == seq:
+                del self._creates[op["ino"]]
+        if delta < 0:
+            self._held.discard(seq)
         if op.get("ino"):
             self._subject[op["ino"]] += delta
             if self._subject[op["ino"]] <= 0:
@@ -94,6 +112,41 @@ class Outbox:
         rename replaces): the head being applied, when the worker asks."""
         return self._subject.get(ino, 0) == 1 and not self._victim.get(ino)
 
+    def foldable_create(self, ino: int) -> int | None:
+        """The sequence number of `ino`'s queued create when that create is the only
+        operation on `ino`, nothing of it reached the share (not held) and nothing queued
+        names `ino` as a rename's victim: the create may still be rewritten."""
+        seq = self._creates.get(ino)
+        if seq is None or seq in self._held or self._subject.get(ino) != 1:
+            return None
+        return None if self._victim.get(ino) else seq
+
+    def hold(self, seq: int, op: dict) -> bool:
+        """The worker begins `op` on the share (or sets it aside): from now on it is never
+        rewritten. False when it was rewritten away meanwhile (there is nothing to do)."""
+        if op["op"] in CREATE_OPS and op.get("ino"):
+            if self._creates.get(op["ino"]) != seq:
+                return False
+        self._held.add(seq)
+        return True
+
+    def is_pending_create(self, seq: int, op: dict) -> bool:
+        """`op`, queued as `seq`, is a create that was not rewritten away."""
+        return self._creates.get(op.get("ino") or 0) == seq
+
+    def withdraw(self, txn: Txn, seq: int) -> dict:
+        """Delete a foldable create (`foldable_create`) from the queue in the caller's
+        transaction; returns it. `withdrawn` follows the commit."""
+        raw = txn.get(_seq_key(seq), db=self.db)
+        assert raw is not None and seq not in self._held
+        txn.delete(_seq_key(seq), db=self.db)
+        return json.loads(raw)
+
+    def take_withdrawn(self) -> list[int]:
+        """Sequence numbers rewritten away since the last call (the window drops them)."""
+        out, self._withdrawn = self._withdrawn, []
+        return out
+
     def has_child_ops(self, ino: int) -> bool:
         """A pending operation adds, removes or renames an entry of this directory."""
         return ino in self._parent
@@ -110,13 +163,19 @@ class Outbox:
         txn.put(_seq_key(seq), json.dumps(op, separators=(",", ":")).encode(), db=self.db)
         return seq
 
-    def added(self, ops: list[dict]) -> None:
-        """Called after the transaction that appended `ops` committed."""
-        if not ops:
+    def added(
+        self, ops: list[tuple[int, dict]], withdrawn: list[tuple[int, dict]] | None = None
+    ) -> None:
+        """Called after the transaction that appended `ops` (and withdrew `withdrawn`)
+        committed, each with its sequence number."""
+        if not ops and not withdrawn:
             return
         self.version += 1
-        for op in ops:
-            self._count_op(op, +1)
+        for seq, op in withdrawn or ():
+            self._count_op(seq, op, -1)
+            self._withdrawn.append(seq)
+        for seq, op in ops:
+            self._count_op(seq, op, +1)
             for i in (op.get("ino"), *op.get("dirs", ())):
                 if i:
                     self._touched[i] = self.version
@@ -148,9 +207,9 @@ class Outbox:
     def remove(self, txn: Txn, seq: int) -> None:
         txn.delete(_seq_key(seq), db=self.db)
 
-    def removed(self, op: dict) -> None:
+    def removed(self, seq: int, op: dict) -> None:
         """Called after the transaction that removed `op` committed."""
-        self._count_op(op, -1)
+        self._count_op(seq, op, -1)
         self.version += 1
         for i in (op.get("ino"), *op.get("dirs", ())):
             if i:

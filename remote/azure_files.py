@@ -156,6 +156,7 @@ class AzureFileWrites(AzureCore):
         made: list[RemoteEntry] | None = None,
         content_md5: bytes | None = None,
         creation_ns: int | None = None,
+        replace: bool = False,
     ) -> RemoteEntry:
         """The three calls in one worker thread: a new small file costs one hop from the trio
         thread instead of three (the hop and its scheduling are ~a quarter of a call's CPU).
@@ -175,6 +176,7 @@ class AzureFileWrites(AzureCore):
                 made=made,
                 content_md5=content_md5,
                 creation_ns=creation_ns,
+                replace=replace,
             )
         lw = _smb_or_now(last_write_ns)
         name = posixpath.basename(dst)
@@ -207,7 +209,11 @@ class AzureFileWrites(AzureCore):
                     )
             if short is not None:
                 renamed = short.rename(
-                    url, self._file_url(dst), trailing_dot=dot, source_trailing_dot=sdot
+                    url,
+                    self._file_url(dst),
+                    replace=replace,
+                    trailing_dot=dot,
+                    source_trailing_dot=sdot,
                 )
                 if renamed is not None:
                     return renamed
@@ -215,7 +221,7 @@ class AzureFileWrites(AzureCore):
                 return headers_of(
                     self._file(tmp).rename_file,
                     dst,
-                    overwrite=False,
+                    overwrite=replace,
                     ignore_read_only=False,
                     **kw,
                 )
@@ -379,6 +385,22 @@ class AzureFileWrites(AzureCore):
             )["etag"]
 
         return run
+
+    async def set_content_md5(self, path: str, md5: bytes) -> str:
+        path = norm(path)
+        self._check_writable("set_content_md5", path)
+
+        def run(kw: SdkKwargs) -> str:
+            return self._file(path).set_http_headers(
+                ContentSettings(content_md5=bytearray(md5)),
+                file_attributes="preserve",
+                file_creation_time="preserve",
+                file_last_write_time="preserve",
+                file_permission="preserve",
+                **kw,
+            )["etag"]
+
+        return await self._call("set_content_md5", path, run)
 
     def _sync_file_meta(
         self, path: str, metadata: dict[str, str], lease_id: str | None

@@ -145,14 +145,16 @@ class ShortPath:
         src_url: str,
         dst_url: str,
         *,
+        replace: bool = False,
         trailing_dot: bool | None,
         source_trailing_dot: bool | None,
     ) -> Mapping[str, str] | None:
-        """Rename File from `src_url` to `dst_url` without replacing anything: the response
-        headers, or None (then the caller asks the SDK, which may find this one's work done)."""
+        """Rename File from `src_url` to `dst_url` without replacing anything (or replacing
+        a file there: `replace`): the response headers, or None (then the caller asks the
+        SDK, which may find this one's work done)."""
         headers = {
             "x-ms-file-rename-source": src_url,
-            "x-ms-file-rename-replace-if-exists": "false",
+            "x-ms-file-rename-replace-if-exists": "true" if replace else "false",
             "x-ms-file-rename-ignore-readonly": "false",
         }
         _trailing(headers, trailing_dot, source_trailing_dot)

@@ -179,11 +179,13 @@ class Remote(ABC):
         made: list[RemoteEntry] | None = None,
         content_md5: bytes | None = None,
         creation_ns: int | None = None,
+        replace: bool = False,
     ) -> RemoteEntry:
         """Create `tmp` (`size` bytes, the given properties), write `pieces` (offset, data)
         keeping its last-write time, and rename it to `dst` without replacing anything
-        (AlreadyExists when `dst` exists; `tmp` is then left, filled). Returns the renamed
-        file's properties. Implementations may do it in one round of work.
+        (AlreadyExists when `dst` exists; `tmp` is then left, filled), or replacing a file
+        there when `replace`. Returns the renamed file's properties. Implementations may do
+        it in one round of work.
 
         `made`: the temporary file's properties (its FileId) are appended as soon as it is
         created, so a caller whose call failed after that (an answer lost on the way back)
@@ -202,16 +204,19 @@ class Remote(ABC):
             made.append(entry)
         for off, data in pieces:
             await self.write(tmp, off, data, keep_mtime=True)
-        return await self.rename_new(tmp, dst, entry.file_id)
+        return await self.rename_new(tmp, dst, entry.file_id, replace=replace)
 
-    async def rename_new(self, tmp: str, dst: str, file_id: str | None) -> RemoteEntry:
+    async def rename_new(
+        self, tmp: str, dst: str, file_id: str | None, *, replace: bool = False
+    ) -> RemoteEntry:
         """Rename our new file `tmp`, whose FileId is `file_id`, to `dst` without replacing
-        anything. A rename whose answer was lost is resent (by the SDK, or by a caller
-        retrying); the resent one finds its source gone (NotFound) or `dst` taken
-        (AlreadyExists) by its own earlier success: when `dst` is the file with our FileId
-        that is success, not another site's file. Otherwise the error is raised."""
+        anything (or replacing a file there: `replace`). A rename whose answer was lost is
+        resent (by the SDK, or by a caller retrying); the resent one finds its source gone
+        (NotFound) or `dst` taken (AlreadyExists) by its own earlier success: when `dst` is
+        the file with our FileId that is success, not another site's file. Otherwise the
+        error is raised."""
         try:
-            entry = await self.rename(tmp, dst, replace=False)
+            entry = await self.rename(tmp, dst, replace=replace)
             return entry if entry is not None else await self.stat(dst)
         except (NotFound, AlreadyExists):
             if file_id is None:
@@ -263,6 +268,11 @@ class Remote(ABC):
         """Set the SMB last-write time, the SMB attributes and/or replace the metadata.
         Returns the new ETag. Works on files and directories (`is_dir`, when the caller
         knows, saves a call on a directory)."""
+
+    @abstractmethod
+    async def set_content_md5(self, path: str, md5: bytes) -> str:
+        """Set a file's Content-MD5 (the MD5 of all its content, for checks such as
+        `migrate --verify`), keeping its SMB properties and times. Returns the new ETag."""
 
     @abstractmethod
     async def delete_file(self, path: str, *, lease_id: str | None = None) -> None: ...

@@ -259,7 +259,6 @@ class Copier:
             except NotFound:  # renamed already, and killed before that was recorded?
                 if rec is None and await self._finished_before(e):
                     return
-        md5 = await trio.to_thread.run_sync(self._md5, e)
         if tmp is None:
             tmp = self._tmp(e)
             made = await self.remote.create_file(
@@ -268,7 +267,6 @@ class Copier:
                 metadata=meta,
                 last_write_ns=e.mtime_ns,
                 attributes=attrs,
-                content_md5=md5,
                 creation_ns=e.birth_ns,
             )
             file_id = made.file_id
@@ -297,16 +295,25 @@ class Copier:
                 e.rel, {"sig": e.signature(), "tmp": tmp, "file_id": file_id, "done": sorted(done)}
             )
 
-        # this task holds a slot of the limiter; its ranges take others
+        md5: list[bytes] = []
+
+        async def digest() -> None:
+            md5.append(await trio.to_thread.run_sync(self._md5, e))
+
+        # this task holds a slot of the limiter; its ranges take others. The file's MD5 is
+        # read beside them (one pass before them cost a second per GiB).
         self.limit.release_on_behalf_of(trio.lowlevel.current_task())
         try:
             async with trio.open_nursery() as n:
+                n.start_soon(digest)
                 for i in ranges:
                     n.start_soon(put, i)
         finally:
             await self.limit.acquire_on_behalf_of(trio.lowlevel.current_task())
         if failed:
             raise failed[0]  # the ranges on the share stay recorded: a rerun resumes
+        # before it takes its name: a file at its name always has its Content-MD5 (--verify)
+        await self.remote.set_content_md5(tmp, md5[0])
         try:
             entry = await self.remote.rename_new(tmp, e.share, file_id)
         except AlreadyExists:

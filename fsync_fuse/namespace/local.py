@@ -179,6 +179,10 @@ class LocalChanges(Orphans):
                 },
             )
             return hidden
+        if (not rec.is_dir or not self.outbox.has_child_ops(rec.ino)) and self._take_create(
+            tx, rec.ino
+        ):
+            return ""  # created and removed before the share saw it: nothing to send
         self._enqueue(
             tx,
             {
@@ -278,18 +282,34 @@ class LocalChanges(Orphans):
             if npdir is not opdir:
                 self._touch_dir(tx, npdir, now)
             dst_path = self.path(rec.ino, tx.txn)
-            self._enqueue(
-                tx,
-                {
-                    "op": "rename",
-                    "ino": rec.ino,
-                    "dirs": sorted({old_parent, new_parent}),
-                    "src": src_path,
-                    "dst": dst_path,
-                    "replace": replace,
-                    "victim": victim.ino if victim else None,
-                },
-            )
+            assert dst_path is not None
+            # a file replaced that never reached the share needs nothing sent
+            vmade = self._take_create(tx, victim.ino) if replace and victim else None
+            made = None if rec.is_dir else self._take_create(tx, rec.ino)
+            if made is not None:
+                # not on the share yet: it is created where it is now (an editor's save, a
+                # temporary file renamed over its file, costs one create). It replaces
+                # there what the file it replaces here would have (nothing when that one
+                # was new: a name taken meanwhile elsewhere is then kept, never overwritten).
+                if vmade is not None:
+                    made.update(replace=vmade.get("replace", False), victim=vmade.get("victim"))
+                else:
+                    made.update(replace=replace, victim=victim.ino if victim else None)
+                made.update(dirs=[new_parent], path=dst_path)
+                self._enqueue(tx, made)
+            else:
+                self._enqueue(
+                    tx,
+                    {
+                        "op": "rename",
+                        "ino": rec.ino,
+                        "dirs": sorted({old_parent, new_parent}),
+                        "src": src_path,
+                        "dst": dst_path,
+                        "replace": replace,
+                        "victim": victim.ino if victim else None,
+                    },
+                )
         return rec, victim, bool(purged)
 
     def setattr(
@@ -323,7 +343,8 @@ class LocalChanges(Orphans):
             if mtime_ns is not None:
                 mtime_ns = rec.mtime_ns
             self._put(tx, rec)
-            if visible and rec.parent != 0:
+            # a create not begun yet sends the entry as it is then: nothing more to queue
+            if visible and rec.parent != 0 and self.outbox.foldable_create(ino) is None:
                 op = {
                     "op": "setattr",
                     "ino": ino,
@@ -422,5 +443,5 @@ class LocalChanges(Orphans):
                     rec.attrs = result.get("attrs") or rec.attrs
                     rec.base_lw = result.get("lw") or rec.base_lw
                     self._put(tx, rec)
-        for _seq, op, _result in done:
-            self.outbox.removed(op)
+        for seq, op, _result in done:
+            self.outbox.removed(seq, op)

@@ -85,7 +85,8 @@ class _Tx:
     """One write transaction plus the outbox operations it appended."""
 
     txn: Txn
-    ops: list[dict] = field(default_factory=list)
+    ops: list[tuple[int, dict]] = field(default_factory=list)  # (seq, op) appended
+    withdrawn: list[tuple[int, dict]] = field(default_factory=list)  # (seq, op) rewritten
     records: dict[int, Inode | None] = field(default_factory=dict)  # for the LRU, at commit
     changed: bool = False  # something was written (set by the helpers below)
     discard_unchanged: bool = False  # abort instead of committing when nothing changed
@@ -184,11 +185,21 @@ class Tables:
                 self._lru.pop(ino, None)
             else:
                 self._remember(ino, written)
-        self.outbox.added(tx.ops)
+        self.outbox.added(tx.ops, tx.withdrawn)
 
     def _enqueue(self, tx: _Tx, op: dict) -> None:
-        self.outbox.append(tx.txn, op)
-        tx.ops.append(op)
+        tx.ops.append((self.outbox.append(tx.txn, op), op))
+
+    def _take_create(self, tx: _Tx, ino: int) -> dict | None:
+        """`ino`'s queued create, taken out of the queue in `tx` when it may still be
+        rewritten (Outbox.foldable_create): the caller queues what it becomes."""
+        seq = self.outbox.foldable_create(ino)
+        if seq is None or any(s == seq for s, _ in tx.withdrawn):
+            return None
+        op = self.outbox.withdraw(tx.txn, seq)
+        tx.withdrawn.append((seq, op))
+        tx.changed = True
+        return op
 
     def write_behind(self, db: Database, key: bytes, value: bytes | None) -> None:
         """Record another module's entry in this environment (`value` None: delete it) with

@@ -109,7 +109,9 @@ class NewFiles:
         """Apply a queued create, symlink or special file: the file is made under a temporary name as it is
         *now* (size, attributes, mtime; a small quiet file with its content too, so it costs
         three calls and needs no upload), then renamed to its name without replacing
-        anything (Conflicts.place: a file created elsewhere meanwhile is kept)."""
+        anything (Conflicts.place: a file created elsewhere meanwhile is kept), unless the
+        create took the place of a rename over a file (`op["replace"]`: outbox.py,
+        "Coalescing"), which replaces it as that rename would have."""
         ino, path = op["ino"], op["path"]
         rec = self.ns.get(ino)
         tgen0 = self.dirty.tgen(ino)
@@ -120,6 +122,8 @@ class NewFiles:
         if op["op"] in FIXED_CONTENT_OPS:
             content = op.get("target", "").encode()
             size, meta, mtime = len(content), op["meta"], op.get("mtime")
+            if rec is not None:  # chown, chmod, utimens since were folded into this
+                meta, mtime = rec.metadata(owner), rec.mtime_ns
             attrs = with_marker(None, True, False)
         elif rec is not None and rec.kind == FILE:
             content = None
@@ -154,6 +158,7 @@ class NewFiles:
                     last_write_ns=mtime,
                     attributes=attrs,
                     made=made,
+                    replace=bool(op.get("replace")),
                 ),
             )
             where = path
@@ -285,18 +290,19 @@ class NewFiles:
             return False
         return self.conflicts.is_ours(there, self.ours(ino))
 
-    async def until_due(self, op: dict) -> None:
+    async def until_due(self, seq: int, op: dict) -> None:
         """Before a queued create of a small file still being written: wait until it is due
         (quiet for the write-back delay; at once when the mount drains), at most SETTLE_MAX.
         Then it goes out in three calls with its content, mode, owner and times, instead of
         being created empty and uploaded after (eight calls or more, with a lease and a
         conflict check). Creates queued during a `tar -x` thus trail it by the delay and
-        overlap it, rather than waiting for it to end."""
+        overlap it, rather than waiting for it to end. Meanwhile the create may be
+        rewritten (renamed, removed: outbox.py, "Coalescing"); the wait then ends."""
         if op["op"] != "create":
             return
         ino = op["ino"]
         give_up = trio.current_time() + SETTLE_MAX
-        while self.dirty.is_dirty(ino):
+        while self.dirty.is_dirty(ino) and self.ns.outbox.is_pending_create(seq, op):
             rec = self.ns.get(ino)
             due = self.dirty.due.get(ino)
             now = trio.current_time()

@@ -179,7 +179,10 @@ class OpWorker:
         lock = (
             self.lock.exclusive if op["op"] in ("rename", "unlink", "rmdir") else self.lock.shared
         )
-        await self.new_files.until_due(op)
+        await self.new_files.until_due(seq, op)
+        if not self.outbox.hold(seq, op):
+            window.done(seq)  # rewritten while it waited (outbox.py, "Coalescing")
+            return
         while True:
             try:
                 async with lock():
@@ -246,11 +249,10 @@ class OpWorker:
         with self.ns.env.begin(write=True) as txn:
             for seq, _ in old:
                 self.outbox.remove(txn, seq)
-            for op in new:
-                self.outbox.append(txn, op)
-        self.outbox.added(new)
-        for _seq, (op, _item) in old:
-            self.outbox.removed(op)
+            appended = [(self.outbox.append(txn, op), op) for op in new]
+        self.outbox.added(appended)
+        for seq, (op, _item) in old:
+            self.outbox.removed(seq, op)
         log.info(
             "%d stuck operations became %d queued ones: %s",
             len(old),
@@ -281,7 +283,10 @@ class OpWorker:
         kind = op["op"]
         r = self.remote
         if kind == "mkdir":
-            rec = self.ns.get(op["ino"])
+            ino = op["ino"]
+            dirty = self.new_files.dirty
+            gen0 = dirty.gen(ino)  # entries added before now: their mtime goes with it
+            rec = self.ns.get(ino)
             meta = rec.metadata(self.ns.owner) if rec is not None else op["meta"]
             attrs = rec.share_attributes(self.ns.owner) if rec is not None else None
             # the directory's mtime as it is now (entries added since move it on)
@@ -297,8 +302,15 @@ class OpWorker:
                     op["path"], metadata=meta, attributes=attrs, last_write_ns=lw, is_dir=True
                 )
                 e = await r.stat(op["path"], is_dir=True)
-            self._remember(op["ino"], Sent(meta, attrs, lw, e.etag))
-            return {"file_id": e.file_id, "etag": e.etag, "attrs": e.attributes}, None
+            self._remember(ino, Sent(meta, attrs, lw, e.etag))
+
+            def recorded() -> None:
+                """The directory went out as it is now: its mtime needs no upload of its
+                own unless entries changed since (uploader.py `_upload_dir`)."""
+                if dirty.is_dirty(ino) and dirty.gen(ino) == gen0 and rec is not None:
+                    dirty.forget(ino)
+
+            return {"file_id": e.file_id, "etag": e.etag, "attrs": e.attributes}, recorded
         if kind in FILE_CREATE_OPS:
             return await self.new_files.create(op)
         if kind == "unlink":
@@ -333,8 +345,10 @@ class OpWorker:
                     ) from None
             except AlreadyExists:
                 # the same, told by a share that looks at the destination first
-                if op["replace"] or not await self._renamed_already(op):
+                if op["replace"]:
                     raise
+                if not await self._renamed_already(op):
+                    return await self._rename_beside(op)
             return await self._etag_after_rename(op), None
         if kind == "setattr":
             return await self._setattr(op)
@@ -374,6 +388,28 @@ class OpWorker:
         self._sent.move_to_end(ino)
         while len(self._sent) > SENT_KEPT:
             self._sent.popitem(last=False)
+
+    async def _rename_beside(self, op: dict) -> Applied:
+        """A file renamed here to a name another site took on the share meanwhile (this
+        mount had not listed it): both are kept (conflicts.py: the newer keeps the name),
+        never replaced and never retried forever."""
+        rec = self.ns.get(op["ino"])
+        if rec is None or rec.kind != FILE:
+            raise AlreadyExists(f"{op['dst']}: taken on the share by another site's entry")
+        nf = self.new_files
+        entry, where = await nf.conflicts.place(
+            rec.ino,
+            rec,
+            op["src"],
+            op["dst"],
+            movable=self.outbox.only_op_on(rec.ino),
+            ours=nf.ours(rec.ino),
+        )
+        if where != op["dst"]:  # ours kept beside theirs: a local rename, nothing queued
+            moved = self.ns.detach(rec.ino, where.rpartition("/")[2])
+            if moved is not None:
+                nf.conflicts.announce(*moved)
+        return {"etag": entry.etag, "lw": entry.last_write_ns}, None
 
     async def _renamed_already(self, op: dict) -> bool:
         """Does the share show this rename done: its source gone, its destination there and,

@@ -244,6 +244,7 @@ class Stuck:
         what, path = op["op"], op_path(op)
         since = self._earlier.get((what, path, reason))
         item = Item(what, path, reason, since or time.time(), op.get("ino"), root)
+        self.outbox.hold(seq, op)  # set aside as it is: never rewritten (fold.py does that)
         self.ops[seq] = (op, item)
         self._index(seq, op, +1)
         self._record(_key(b"o", seq), item)
@@ -428,6 +429,7 @@ class Window(OpWindow):
         """A running operation was refused for good: it and the waiting operations of the
         window that depend on it are stuck."""
         self.done(seq)
+        self._purge()
         self.stuck.stick_op(seq, op, reason)
         for later in sorted(s for s in self._ops if s > seq and s not in self.running):
             later_op, fp = self._ops[later]

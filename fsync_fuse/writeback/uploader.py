@@ -275,6 +275,8 @@ class Uploader:
             return
         gen0 = f.gen
         async with self.share_path(ino) as path:
+            if self.dirty.get(ino) is not f:
+                return  # its mkdir, applied meanwhile, sent this mtime (opworker.py)
             rec = self.ns.get(ino)
             if rec is None or rec.parent == 0 and ino != ROOT:
                 raise Gone(ino)

@@ -22,7 +22,7 @@ COLUMNS = ("local", "sdk", FS, "rclone")
 class Row:
     key: str
     title: str
-    kind: str  # rate | ops | time | mem | cpu
+    kind: str  # rate | ops | time | mem | cpu | count
 
 
 ROWS = [
@@ -48,6 +48,11 @@ ROWS = [
     Row("headers/cpu", "16 header tree: daemon CPU per file, tar -x until on the share", "cpu"),
     Row("small-files/emulator-cpu", "5 small files: emulator CPU per file, same span", "cpu"),
     Row("headers/emulator-cpu", "16 header tree: emulator CPU per file, same span", "cpu"),
+    Row("churn/sqlite-rollback", "16 SQLite, one row per transaction, rollback journal", "time"),
+    Row("churn/sqlite-wal", "16 SQLite, one row per transaction, WAL", "time"),
+    Row("churn/saves", "16 atomic saves of 20 files (write, fsync, rename over)", "time"),
+    Row("churn/saves-queued", "16 ... share operations queued right after them", "count"),
+    Row("churn/saves-drain", "16 ... until the last versions are on the share", "time"),
     Row("metadata/cold", "6 find + stat, cold (first listing)", "time"),
     Row("metadata/warm", "6 find + stat, warm", "time"),
     Row("migrate/small", "17 migrate a tree of small files into the share", "time"),
@@ -77,7 +82,7 @@ class Target:
     row: str
     ref: str  # a contestant, or "" for an absolute bound
     speed: float = 0.0  # fsync-fuse speed >= speed x reference
-    max_mib: float = 0.0  # absolute: value < max_mib (MiB, or ms for a cpu row)
+    max_mib: float = 0.0  # absolute: value < max_mib (MiB; ms for a cpu row; a count)
     text: str = ""
 
 
@@ -99,13 +104,16 @@ TARGETS = [
     ],
     Target("headers/extract", "local", 1 / 10, text="time <= 10x local"),
     *[Target(f"{t}/cpu", "", max_mib=0.5, text="<= 0.5 ms") for t in ("small-files", "headers")],
+    Target("churn/sqlite-rollback", "local", 1 / 5, text="time <= 5x local"),
+    Target("churn/sqlite-wal", "local", 1 / 5, text="time <= 5x local"),
+    Target("churn/saves-queued", "", max_mib=21, text="<= 20 (one per file)"),
     Target("metadata/warm", "local", 1 / 3, text="time <= 3x local"),
     Target("memory/rss", "", max_mib=200, text="< 200 MB"),
     Target("migrate/small", "rclone", 1.5, text=">= 1.5x rclone copy"),
     Target("migrate/large", "sdk", 0.9, text=">= 0.9x SDK upload"),
 ]
 
-UNITS = {"rate": "MB/s", "ops": "/s", "time": "s", "mem": "MiB", "cpu": "ms/file"}
+UNITS = {"rate": "MB/s", "ops": "/s", "time": "s", "mem": "MiB", "cpu": "ms/file", "count": ""}
 
 
 @dataclass
@@ -130,6 +138,8 @@ def value_of(kind: str, s: dict) -> float:
         return s["bytes"] / (1 << 20)
     if kind == "cpu":
         return s["cpu"] / max(s["ops"], 1) * 1000
+    if kind == "count":
+        return float(s["count"])
     return s["seconds"]
 
 
@@ -149,7 +159,7 @@ def stats(values: list[float]) -> dict[str, float] | None:
 def speed_ratio(kind: str, ours: float, ref: float) -> float | None:
     if kind == "cpu":
         return ref / ours if ours and ref else None  # less CPU per file is faster
-    if kind == "mem" or not ours or not ref:
+    if kind in ("mem", "count") or not ours or not ref:
         return None
     return ours / ref if kind in ("rate", "ops") else ref / ours
 
@@ -243,6 +253,8 @@ def _fmt(v: float, kind: str) -> str:
         return f"{v:.0f} MiB"
     if kind == "cpu":
         return f"{v:.2f} ms"
+    if kind == "count":
+        return f"{v:.0f}"
     unit = UNITS[kind]
     return f"{v:.3g} {unit}" if v < 1000 else f"{v:.0f} {unit}"
 
@@ -342,6 +354,8 @@ def _sizes_line(s: dict, meta: dict) -> str:
             parts.append(meta["trees"][key]["what"])
     if "metadata" in done:
         parts.append(f"{s.get('entries')} entries (metadata)")
+    if "churn" in done:
+        parts.append(f"{200 if s.get('quick') else 2000} transactions and saves (churn)")
     if "memory" in done:
         parts.append(f"{s.get('namespace_entries')} entries (memory)")
     return "Sizes: " + ", ".join(parts) + "."

@@ -18,8 +18,8 @@ import time
 import traceback
 from pathlib import Path
 
+from . import churn, report, trees
 from . import migrate as mig
-from . import report, trees
 from . import smallfiles as sf
 from . import workloads as wl
 from .machine import REPO, drop_caches, machine, make_file, versions
@@ -384,6 +384,7 @@ def _run(bench: Bench, s: Settings, meta: dict) -> None:
         ("metadata", "metadata" in wants, lambda: wl.metadata(bench)),
         ("memory", "memory" in wants and bool(bench.mounts), lambda: wl.memory(bench, NS_SHARE)),
         ("migrate", "migrate" in wants, lambda: mig.run(bench, bench.share_url)),
+        ("churn", "churn" in wants, lambda: churn.run(bench)),
     ]
     for name, enabled, fn in steps:
         if not enabled:

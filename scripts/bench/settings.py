@@ -18,6 +18,7 @@ WORKLOADS = (
     "metadata",
     "memory",
     "migrate",
+    "churn",
 )
 DEFAULT_SDIST = "pygments==2.19.1"
 

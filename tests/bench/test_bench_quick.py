@@ -22,6 +22,7 @@ needs_fuse = pytest.mark.skipif(
 )
 
 # Rows every contestant must have figures for in a full --quick run.
+CHURN_ROWS = ["churn/sqlite-rollback", "churn/sqlite-wal", "churn/saves", "churn/saves-drain"]
 FS_ROWS = [
     "seq-read/cold",
     "seq-read/warm-dropped",
@@ -42,6 +43,7 @@ FS_ROWS = [
     "headers/read-cold",
     "metadata/cold",
     "metadata/warm",
+    *CHURN_ROWS,
 ]
 MIGRATE_ROWS = ["migrate/small", "migrate/large"]
 MOUNT_ROWS = [
@@ -52,6 +54,7 @@ MOUNT_ROWS = [
     "headers/cpu",
     *MIGRATE_ROWS,
 ]
+EXPECTED_FS_ONLY = ["churn/saves-queued"]  # what only fsync-fuse can tell
 EXPECTED = {
     "local": FS_ROWS,
     "sdk": [
@@ -66,7 +69,7 @@ EXPECTED = {
         "metadata/cold",
         *MIGRATE_ROWS,
     ],
-    "fsync-fuse": MOUNT_ROWS,
+    "fsync-fuse": [*MOUNT_ROWS, *EXPECTED_FS_ONLY],
     "rclone": MOUNT_ROWS,
     "emulator": [
         "emulator/get-1",
@@ -80,15 +83,17 @@ EXPECTED = {
     ],
 }
 # Rows whose data is read back and compared (content hashes, or names + sizes of the tree).
+VERIFIED_CHURN = ["churn/sqlite-rollback", "churn/sqlite-wal", "churn/saves"]
 VERIFIED = {
     "local": ["seq-read/cold", "seq-write/close", "small-files/read-warm",
               "small-files/read-cold", "headers/read-warm", "headers/read-cold",
-              "metadata/cold", "metadata/warm"],
+              "metadata/cold", "metadata/warm", *VERIFIED_CHURN],
     "sdk": ["seq-read/cold", "seq-write/upload", "small-files/read-cold", "headers/read-cold",
             "metadata/cold"],
     "fsync-fuse": ["seq-read/cold", "seq-write/close", "small-files/read-warm",
                    "small-files/read-cold", "headers/read-warm", "headers/read-cold",
-                   "metadata/cold", "metadata/warm", "memory/list", *MIGRATE_ROWS],
+                   "metadata/cold", "metadata/warm", "memory/list", *MIGRATE_ROWS,
+                   *VERIFIED_CHURN],
 }  # fmt: skip
 VERIFIED["rclone"] = VERIFIED["fsync-fuse"]
 

@@ -12,9 +12,8 @@ def queue(tmp_path, ops: list[dict]) -> Outbox:
     env = lmdb.open(str(tmp_path / "env"), max_dbs=8, map_size=1 << 24)
     outbox = Outbox(env)
     with env.begin(write=True) as txn:
-        for op in ops:
-            outbox.append(txn, op)
-    outbox.added(ops)
+        appended = [(outbox.append(txn, op), op) for op in ops]
+    outbox.added(appended)
     return outbox
 
 
