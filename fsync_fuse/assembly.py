@@ -55,6 +55,7 @@ from fsync_fuse.space import Space
 from fsync_fuse.writeback.dirty import DirtySet
 from fsync_fuse.writeback.pacing import Pacing
 from fsync_fuse.writeback.queue import WriteBack
+from fsync_fuse.xattrs import Xattrs
 from remote.base import Remote, RemoteError
 
 log = logging.getLogger(__name__)
@@ -198,6 +199,7 @@ class Mount:
             space=self.space,
             pins=self.pins,
             recaller=self.recaller,
+            xattrs=Xattrs(ns=self.ns, remote=remote, dirty=self.dirty),
             snapfs=SnapFS(tree=self.snapshots, attrs=self.attrs) if self.snapshots else None,
             fsync_remote=cfg.fsync_remote,
             io_timeout=cfg.io_timeout,

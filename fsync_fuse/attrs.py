@@ -39,6 +39,9 @@ KEY_ATIME = "fsyncatime"
 KEY_RDEV = "fsyncrdev"
 TYPE_SYMLINK = "symlink"
 OUR_KEYS = frozenset({KEY_MODE, KEY_UID, KEY_GID, KEY_TYPE, KEY_ATIME, KEY_RDEV})
+#: keys of extended attributes (xattrs.py): kept in `extra`; an entry with any is marked, so
+#: other mounts read its metadata
+XATTR_PREFIX = "fsyncx_"
 #: SMB attribute marking an entry whose metadata holds POSIX attributes (see above)
 MARKER = "NoScrubData"
 
@@ -171,11 +174,13 @@ class Inode:
 
     def posix_default(self, owner: tuple[int, int]) -> bool:
         """True when a mount owned by `owner` (uid, gid) would show exactly these attributes
-        with no metadata at all: nothing to store, no marker."""
+        with no metadata at all: nothing to store, no marker (an entry with extended
+        attributes is marked too)."""
         return (
             self.kind in (FILE, DIR)
             and self.mode & 0o7777 == DEFAULT_MODE[self.kind]
             and (self.uid, self.gid) == owner
+            and not any(k.lower().startswith(XATTR_PREFIX) for k in self.extra)
         )
 
     def metadata(self, owner: tuple[int, int]) -> dict[str, str]:

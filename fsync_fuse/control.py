@@ -10,8 +10,9 @@ something a reader of the file may ask for, so those are requested by *reading* 
 (`user.fsync.do.<action>`): the daemon performs the action and the value read is its result,
 as JSON. Actions are idempotent (pin twice = pinned, a second recall fetches nothing), because
 tools that ask for a value's size first (`getfattr`) read a name twice; the client helpers here
-read once, with a buffer of the largest size the kernel allows (64 KiB). Action names are never
-listed (listxattr), so `getfattr -d` does not perform them. Changing a policy (`do.set`) is
+read once, with a buffer of the largest size the kernel allows (64 KiB). No `user.fsync.*`
+name is listed (listxattr shows the entry's own attributes, xattrs.py), so `getfattr -d`
+performs no action and tools copying attributes never copy these. Changing a policy (`do.set`) is
 refused to anyone but the user who mounted the share and root.
 
 On the mount root (reads):
@@ -135,14 +136,6 @@ def with_args(action: str, **args: object) -> str:
     query = urlencode({k: v for k, v in args.items() if v is not None})
     return f"{action}?{query}" if query else action
 
-
-#: what listxattr shows on the root (the writable ones are commands, not values; actions
-#: are never listed)
-ROOT_READABLE = (XATTR_PENDING, XATTR_PID, XATTR_STATUS, XATTR_SETTINGS, XATTR_INFO)
-#: what listxattr shows on a file
-FILE_READABLE = (XATTR_STATE, XATTR_INFO)
-#: ... and on a directory
-DIR_READABLE = (XATTR_INFO,)
 
 CONTROL_DRAIN = "drain"
 CONTROL_LAZY = "lazy"

@@ -193,14 +193,6 @@ class ControlServer(TaskOwner):
             return control.ActionError(str(exc), exc.errno, exc.transient).to_json()
         return control.action_ok(**done)
 
-    def listxattr(self, inode: int) -> list[str]:
-        if inode == ROOT:
-            return list(control.ROOT_READABLE)
-        rec = self.ns.must(inode)
-        if rec.is_dir:
-            return list(control.DIR_READABLE)
-        return list(control.FILE_READABLE) if rec.kind == FILE else []
-
     async def setxattr(self, inode: int, name: str, value: bytes) -> None:
         if inode == ROOT and name == control.XATTR_SYNC:
             await self.poller.full_pass()

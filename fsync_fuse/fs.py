@@ -36,6 +36,8 @@ from fsync_fuse.snapfs import SnapFS, refuse
 from fsync_fuse.space import Space
 from fsync_fuse.writeback.dirty import DirtySet
 from fsync_fuse.writeback.queue import WriteBack
+from fsync_fuse.xattrs import CONTROL as XATTR_CONTROL
+from fsync_fuse.xattrs import Xattrs
 from remote.base import Remote
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,7 @@ class FS(pyfuse3.Operations):
         space: Space,
         pins: Pins,
         recaller: Recaller,
+        xattrs: Xattrs,
         snapfs: SnapFS | None = None,
         fsync_remote: bool = False,
         io_timeout: float = 60.0,
@@ -83,6 +86,7 @@ class FS(pyfuse3.Operations):
         self.refs, self.notifier, self.control = refs, notifier, control
         self.replies, self.attrs, self.space = replies, attrs, space
         self.pins, self.recaller = pins, recaller
+        self.xattrs = xattrs
         #: the read-only snapshot tree: inodes and handles from snaptree.SNAP_BASE up
         self.snapfs = snapfs
         self.fsync_remote = fsync_remote
@@ -517,26 +521,43 @@ class FS(pyfuse3.Operations):
         return await self.space.usage()
 
     # ------------------------------------------------------------------ the control surface
+    # ------------------------------------------------------------------ extended attributes
+    # user.fsync.* is the control surface (control_server.py, read and written by name, never
+    # listed); other user.* names live in the share's metadata (xattrs.py)
     @answer_errors
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        text = os.fsdecode(name)
         if self._snap(inode):
-            return await self.control.snapshot_getxattr(inode, os.fsdecode(name))
-        return await self.control.getxattr_async(inode, os.fsdecode(name), ctx.uid)
+            return await self.control.snapshot_getxattr(inode, text)
+        if text.startswith(XATTR_CONTROL):
+            return await self.control.getxattr_async(inode, text, ctx.uid)
+        got = await self.xattrs.get(inode, text)
+        if got is None:
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+        return got
 
     @answer_errors
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> Sequence[bytes]:
         if self._snap(inode):
             return []
-        return [n.encode() for n in self.control.listxattr(inode)]
+        return [os.fsencode(n) for n in await self.xattrs.list(inode)]
 
     @answer_errors
     async def setxattr(
         self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext
     ) -> None:
         self._writable(inode)
-        await self.control.setxattr(inode, os.fsdecode(name), value)
+        text = os.fsdecode(name)
+        if text.startswith(XATTR_CONTROL):
+            return await self.control.setxattr(inode, text, value)
+        self._busy()
+        await self.xattrs.set(inode, text, bytes(value))
 
     @answer_errors
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         self._writable(inode)
-        raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+        text = os.fsdecode(name)
+        if text.startswith(XATTR_CONTROL):
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+        self._busy()
+        await self.xattrs.set(inode, text, None)

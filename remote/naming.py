@@ -25,3 +25,14 @@ def units(text: str) -> int:
 def path_units(parts: Iterable[str]) -> int:
     """Length of the share path made of `parts`, one separator counted before each."""
     return sum(units(p) + 1 for p in parts)
+
+
+#: Azure Files: the metadata of a file or directory (every name and value together) may hold
+#: at most 8 KiB; Set Metadata past it fails with MetadataTooLarge. Counted as the service
+#: does, the characters of the names and values (metadata is ASCII: one byte each).
+MAX_METADATA = 8 * 1024
+
+
+def metadata_size(meta: dict[str, str]) -> int:
+    """What `meta` counts against MAX_METADATA."""
+    return sum(len(k) + len(v) for k, v in meta.items())

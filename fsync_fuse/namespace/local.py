@@ -322,24 +322,26 @@ class LocalChanges(Orphans):
         mtime_ns: int | None = None,
         atime_ns: int | None = None,
         size: int | None = None,
+        extra: dict[str, str] | None = None,
         queue: bool = True,
     ) -> Inode:
-        """chmod/chown/utimens are queued for the share (unless `queue` is False: a regular
-        file's upload carries them); a size change is content (the write-back uploads it)
-        and only recorded here."""
+        """chmod/chown/utimens and extended attributes (`extra`: the metadata keys beside
+        the POSIX ones, xattrs.py) are queued for the share (unless `queue` is False: a
+        regular file's upload carries them); a size change is content (the write-back
+        uploads it) and only recorded here."""
         now = self.clock()
         if not queue:
             # Nothing to queue: keep it with the write-behind records (durable at the next
             # commit point, like the data of the file it describes).
             rec = self.must(ino)
-            self._apply_attrs(rec, mode, uid, gid, mtime_ns, atime_ns, size, now)
+            self._apply_attrs(rec, mode, uid, gid, mtime_ns, atime_ns, size, extra, now)
             self._pending[ino] = rec
             self._dir_changed(rec.parent)
             self._lru.pop(ino, None)
             return rec.clone()
         with self._write() as tx:
             rec = self.must(ino, tx.txn)
-            visible = self._apply_attrs(rec, mode, uid, gid, mtime_ns, atime_ns, size, now)
+            visible = self._apply_attrs(rec, mode, uid, gid, mtime_ns, atime_ns, size, extra, now)
             if mtime_ns is not None:
                 mtime_ns = rec.mtime_ns
             self._put(tx, rec)
@@ -366,10 +368,13 @@ class LocalChanges(Orphans):
         mtime_ns: int | None,
         atime_ns: int | None,
         size: int | None,
+        extra: dict[str, str] | None,
         now: int,
     ) -> bool:
         """Change the record; True when something the share shows changed."""
         visible = False
+        if extra is not None and extra != rec.extra:
+            rec.extra, visible = dict(extra), True
         if mode is not None and mode & 0o7777 != rec.mode:
             rec.mode, visible = mode & 0o7777, True
         if uid is not None and uid != rec.uid:

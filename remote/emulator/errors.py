@@ -64,6 +64,10 @@ CATALOG: dict[str, tuple[int, str]] = {
         400,
         "The metadata specified is invalid. It has characters that are not permitted.",
     ),
+    "MetadataTooLarge": (
+        400,
+        "The size of the specified metadata exceeds the maximum size permitted.",
+    ),
     "InvalidResourceName": (400, "The specifed resource name contains invalid characters."),
     "OutOfRangeInput": (400, "One of the request inputs is out of range."),
     "MissingRequiredHeader": (

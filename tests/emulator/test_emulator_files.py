@@ -179,6 +179,26 @@ def test_metadata_roundtrip_case_preserving(share):
     assert f.get_file_properties().metadata == {"other": "x"}
 
 
+def test_metadata_is_limited_to_8_kib(share):
+    """Names and values together at most 8 KiB (remote/naming.py MAX_METADATA): at the
+    limit it is kept, one byte more is MetadataTooLarge (400), on create and on set."""
+    from azure.core.exceptions import HttpResponseError
+
+    f = share.get_file_client("big-meta.txt")
+    at_limit = {"k": "v" * (8 * 1024 - 1)}
+    f.create_file(1, metadata=at_limit)
+    assert f.get_file_properties().metadata == at_limit
+    for call in (
+        lambda: f.set_file_metadata({"k": "v" * 8 * 1024}),
+        lambda: share.get_file_client("big-2.txt").create_file(1, metadata={"a": "b" * 8192}),
+        lambda: share.create_directory("big-d", metadata={"a" * 100: "b" * 8100}),
+    ):
+        with pytest.raises(HttpResponseError) as ei:
+            call()
+        assert ei.value.status_code == 400 and ei.value.error_code == "MetadataTooLarge"
+    assert f.get_file_properties().metadata == at_limit
+
+
 def test_delete_and_not_found(share):
     f = share.get_file_client("gone.txt")
     f.create_file(1)

@@ -7,6 +7,7 @@ import json
 import sqlite3
 import uuid
 
+from ... import naming
 from ..context import Ctx
 from ..errors import StorageError
 from ..formats import (
@@ -132,6 +133,8 @@ def metadata_from(ctx: Ctx) -> str:
     seen: dict[str, tuple[str, str]] = {}
     for k, v in meta:
         seen[k.lower()] = (k, v)
+    if naming.metadata_size(dict(seen.values())) > naming.MAX_METADATA:
+        raise StorageError("MetadataTooLarge")
     return json.dumps(list(seen.values()))
 
 
