@@ -31,6 +31,8 @@ import stat
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from fsync_fuse import dosattrib
+
 KEY_MODE = "fsyncmode"
 KEY_UID = "fsyncuid"
 KEY_GID = "fsyncgid"
@@ -201,8 +203,16 @@ class Inode:
 
     def share_attributes(self, owner: tuple[int, int]) -> str | None:
         """The SMB attributes to send with this entry's metadata, None when the share's
-        already have the marker right (or, unknown, when no marker is needed)."""
+        already have the marker right (or, unknown, when no marker is needed) and the DOS
+        attributes a branch's Samba kept (`user.DOSATTRIB`)."""
         want = not self.posix_default(owner)
+        blob = dosattrib.stored(self.extra)
+        dos = dosattrib.attrib_of(blob) if blob is not None else None
+        if dos is not None:
+            # a branch's Samba set DOS attributes (dosattrib.py): the share gets them too
+            base = self.attrs if self.attrs is not None else with_marker(None, False, self.is_dir)
+            target = with_marker(dosattrib.apply(base, dos), want, self.is_dir)
+            return None if dosattrib.same(target, self.attrs) else target
         have = has_marker(self.attrs)
         if have is None and not want or have == want:
             return None

@@ -28,6 +28,7 @@ import errno
 import logging
 import os
 
+from fsync_fuse import dosattrib
 from fsync_fuse.attrs import FILE, OUR_KEYS, XATTR_PREFIX, Inode
 from fsync_fuse.namespace import Namespace
 from fsync_fuse.writeback.dirty import DirtySet
@@ -40,6 +41,8 @@ PREFIX = XATTR_PREFIX
 USER = "user."
 #: the control surface (control.py): read by name, never stored or listed
 CONTROL = "user.fsync."
+#: where Samba keeps DOS attributes (dosattrib.py maps them to the share's SMB attributes)
+DOSATTRIB = "user.DOSATTRIB"
 #: the kernel's limits on a name (XATTR_NAME_MAX) and a value (XATTR_SIZE_MAX)
 NAME_MAX = 255
 SIZE_MAX = 65536
@@ -155,7 +158,12 @@ class Xattrs:
         if not name.startswith(USER) or name.startswith(CONTROL):
             return None
         rec = await self._known(ino)
-        return value(rec.extra, name)
+        got = value(rec.extra, name)
+        if got is None and name == DOSATTRIB:
+            bits = dosattrib.bits_of(rec.attrs) & ~dosattrib.MAPPED["archive"]
+            if bits:  # set by a client of the share itself: Samba shows them too
+                return dosattrib.synthesized(dosattrib.bits_of(rec.attrs))
+        return got
 
     async def list(self, ino: int) -> list[str]:
         return names((await self._known(ino)).extra)
@@ -194,5 +202,7 @@ class Xattrs:
         except NotFound:
             return rec
         extra = {k: v for k, v in (e.metadata or {}).items() if k.lower() not in OUR_KEYS}
-        got = self.ns.update(ino, extra=extra, extra_known=True)
+        attrs = e.attributes or rec.attrs
+        extra = dosattrib.follow(extra, attrs)  # (a client of the share changed them)
+        got = self.ns.update(ino, extra=extra, extra_known=True, attrs=attrs)
         return got if got is not None else rec

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from fsync_fuse import names
+from fsync_fuse import dosattrib, names
 from fsync_fuse.attrs import DIR, FILE, LINK, Inode, has_marker
 from fsync_fuse.namespace.orphans import Orphans
 from fsync_fuse.namespace.tables import _k, _n, _Tx
@@ -247,6 +247,7 @@ class ListingMerge(Orphans):
             rec.extra_known = False
         elif old_etag != src.etag:
             rec.meta_known = False  # marked (or unknown) and changed: the next listing stats it
+        rec.extra = dosattrib.follow(rec.extra, rec.attrs)  # a Windows client's change shows
         rec.size = 0 if rec.is_dir else src.size
         rec.remote_size = rec.size
         rec.file_id = src.file_id or rec.file_id

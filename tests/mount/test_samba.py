@@ -10,6 +10,7 @@ import re
 import pytest
 
 from tests.mount import samba
+from tests.mount.helpers import eventually
 
 pytestmark = [
     pytest.mark.mount,
@@ -17,6 +18,18 @@ pytestmark = [
 ]
 
 FAST = ["--writeback-delay", "0.2"]
+
+
+def _set_attributes(share, path: str, attributes: str) -> None:
+    from azure.storage.fileshare import ContentSettings
+
+    share.client.get_file_client(path).set_http_headers(
+        ContentSettings(),
+        file_attributes=attributes,
+        file_creation_time="preserve",
+        file_last_write_time="preserve",
+        file_permission="preserve",
+    )
 
 
 def _disk_total(path) -> int:
@@ -78,9 +91,13 @@ def test_a_branch_server_and_another_branch(mounter, share, share_url, smbd, tmp
     assert share.get("Projects/big.bin") == big
     assert not share.exists("Projects/scratch.tmp")
     assert not share.exists("Projects/Apollo/report.txt")
+    # the DOS attributes reach the share's own SMB attributes (a Windows client of the share
+    # sees them); ReadOnly is not mapped (dosattrib.py says why)
+    attrs = str(share.props("Projects/Apollo/Report-Q3.txt").file_attributes)
+    assert "Hidden" in attrs and "ReadOnly" not in attrs, attrs
 
     # another branch: a mount with an empty cache, its own Samba
-    m2 = mounter(share_url, name="branch2", cache="cache2", args=FAST)
+    m2 = mounter(share_url, name="branch2", cache="cache2", args=[*FAST, "--poll-interval", "1"])
     assert (m2.mnt / "Projects/Apollo/Report-Q3.txt").read_bytes() == b"quarterly figures\n" * 100
     assert os.getxattr(m2.mnt / "Projects/Apollo/Report-Q3.txt", "user.DOSATTRIB") == (
         os.getxattr(m.mnt / "Projects/Apollo/Report-Q3.txt", "user.DOSATTRIB")
@@ -89,6 +106,18 @@ def test_a_branch_server_and_another_branch(mounter, share, share_url, smbd, tmp
     info = s2.client("allinfo Projects\\Apollo\\Report-Q3.txt")
     assert "attributes: RHA" in info, info
     s2.client("setmode Projects\\Apollo\\Report-Q3.txt -rh")
+    m2.wait_drained(60)
+    attrs = str(share.props("Projects/Apollo/Report-Q3.txt").file_attributes)
+    assert "Hidden" not in attrs, attrs
+    # a client of the share itself hides a file (`attrib +h`: the others stay): the branch's
+    # Samba shows it hidden
+    old = str(share.props("Projects/big.bin").file_attributes)
+    _set_attributes(share, "Projects/big.bin", old.replace(" ", "") + "|Hidden")
+    eventually(
+        lambda: "attributes: HA" in s2.client("allinfo Projects\\big.bin"),
+        timeout=30,
+        what="the share's Hidden at the branch",
+    )
     out = s2.client(f"lcd {tmp_path}", "get Projects\\big.bin big-from-branch2.bin")
     assert (tmp_path / "big-from-branch2.bin").read_bytes() == big, out
     s2.stop()  # (smbd keeps the mount busy: it goes first)
