@@ -29,11 +29,12 @@ import logging
 import os
 
 from fsync_fuse import dosattrib
-from fsync_fuse.attrs import FILE, OUR_KEYS, XATTR_PREFIX, Inode
+from fsync_fuse.attrs import FILE, XATTR_PREFIX, Inode
 from fsync_fuse.namespace import Namespace
 from fsync_fuse.writeback.dirty import DirtySet
+from fsync_fuse.writeback.shareops import share_meta
 from remote import naming
-from remote.base import NotFound, Remote
+from remote.base import Remote
 
 log = logging.getLogger(__name__)
 
@@ -197,12 +198,5 @@ class Xattrs:
         path = self.ns.settled_path(ino)
         if path is None:
             return rec  # renamed here, not on the share yet: its upload reads them first
-        try:
-            e = await self.remote.stat(path, is_dir=rec.is_dir)
-        except NotFound:
-            return rec
-        extra = {k: v for k, v in (e.metadata or {}).items() if k.lower() not in OUR_KEYS}
-        attrs = e.attributes or rec.attrs
-        extra = dosattrib.follow(extra, attrs)  # (a client of the share changed them)
-        got = self.ns.update(ino, extra=extra, extra_known=True, attrs=attrs)
-        return got if got is not None else rec
+        await share_meta(self.ns, self.remote, ino, path)  # reads them, when on the share
+        return self.ns.get(ino) or rec

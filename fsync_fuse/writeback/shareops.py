@@ -6,6 +6,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from fsync_fuse import dosattrib
 from fsync_fuse.attrs import OUR_KEYS
 from fsync_fuse.namespace import Namespace
 from remote.base import AlreadyExists, NotFound, Remote
@@ -60,7 +61,9 @@ async def share_meta(
         except NotFound:
             e = None
         if e is not None:
-            rec.extra = {k: v for k, v in (e.metadata or {}).items() if k.lower() not in OUR_KEYS}
             rec.attrs = e.attributes
+            extra = {k: v for k, v in (e.metadata or {}).items() if k.lower() not in OUR_KEYS}
+            # DOS attributes a client of the share changed are kept, not sent back over
+            rec.extra = dosattrib.follow(extra, rec.attrs)
             ns.update(ino, extra=rec.extra, extra_known=True, attrs=rec.attrs)
     return rec.metadata(owner), rec.share_attributes(owner)

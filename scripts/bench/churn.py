@@ -1,7 +1,7 @@
 """Workload `churn` (issue 16): metadata churn of small files, as applications make it.
 
 - `churn/sqlite-rollback`, `churn/sqlite-wal`: SQLite, one row inserted per transaction
-  (2,000; 200 with --quick), with the default rollback journal and in WAL mode, each
+  (2,000; 100 with --quick), with the default rollback journal and in WAL mode, each
   commit durable (SQLite's default `synchronous=FULL`: an fsync per commit).
 - `churn/saves`: editor-style atomic saves (2,000 over 20 files): a temporary file written,
   fsync'ed and renamed over its file. `churn/saves-queued`: the share operations fsync-fuse
@@ -64,7 +64,7 @@ def last_versions(n: int, files: int = SAVED_FILES) -> dict[str, str]:
 
 
 def run(b: Bench) -> None:
-    n = 200 if b.s.quick else 2000
+    n = 100 if b.s.quick else 2000
     tmo = b.s.drain_timeout
     for c in b.fs:
         attempt(b, "churn/saves", c.name, lambda c=c: _mkdir_settled(c, f"churn/{c.name}", tmo))

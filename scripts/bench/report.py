@@ -355,7 +355,7 @@ def _sizes_line(s: dict, meta: dict) -> str:
     if "metadata" in done:
         parts.append(f"{s.get('entries')} entries (metadata)")
     if "churn" in done:
-        parts.append(f"{200 if s.get('quick') else 2000} transactions and saves (churn)")
+        parts.append(f"{100 if s.get('quick') else 2000} transactions and saves (churn)")
     if "memory" in done:
         parts.append(f"{s.get('namespace_entries')} entries (memory)")
     return "Sizes: " + ", ".join(parts) + "."
