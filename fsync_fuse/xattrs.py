@@ -97,10 +97,6 @@ def names(extra: dict[str, str]) -> list[str]:
     return sorted(out)
 
 
-def has_any(extra: dict[str, str]) -> bool:
-    return any(k.lower().startswith(PREFIX) for k in extra)
-
-
 def value(extra: dict[str, str], name: str) -> bytes | None:
     want = key_of(name).lower()
     for key, text in extra.items():
