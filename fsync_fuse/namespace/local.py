@@ -78,7 +78,7 @@ class LocalChanges(Orphans):
             if kind == DIR:
                 rec.listed_ns = now  # a new directory is empty: its listing is complete
             self._put(tx, rec)
-            self._add_dentry(tx, parent, name, rec.ino)
+            self._add_dentry(tx, parent, name, rec.ino, rec.is_dir)
             self._touch_dir(tx, pdir, now)
             op = {
                 "op": {FILE: "create", DIR: "mkdir", LINK: "symlink"}.get(kind, "special"),
@@ -151,7 +151,7 @@ class LocalChanges(Orphans):
                 raise FsError(errno.ENOTEMPTY)
             path = self.path(rec.ino, tx.txn)
             assert path is not None  # linked: found by its name
-            self._del_dentry(tx, parent, name)
+            self._del_dentry(tx, parent, name, rec.is_dir)
             self._touch_dir(tx, pdir, now)
             hidden = self._remove_op(tx, rec, parent, path, is_open)
             rec.ctime_ns = now
@@ -261,7 +261,7 @@ class LocalChanges(Orphans):
             if victim is not None:
                 vpath = self.path(victim.ino, tx.txn)
                 assert vpath is not None  # linked: found by its name
-                self._del_dentry(tx, new_parent, new_name)
+                self._del_dentry(tx, new_parent, new_name, victim.is_dir)
                 hidden = ""
                 if victim.is_dir:
                     # The share renames onto files only: remove the empty directory first.
@@ -274,8 +274,8 @@ class LocalChanges(Orphans):
                     replace = True
                 victim.ctime_ns = now
                 self._drop(tx, victim, referenced, purged, hidden)
-            self._del_dentry(tx, old_parent, old_name)
-            self._add_dentry(tx, new_parent, new_name, rec.ino)
+            self._del_dentry(tx, old_parent, old_name, rec.is_dir)
+            self._add_dentry(tx, new_parent, new_name, rec.ino, rec.is_dir)
             rec.parent, rec.name, rec.ctime_ns = new_parent, new_name, now
             self._put(tx, rec)
             self._touch_dir(tx, opdir, now)
@@ -336,7 +336,7 @@ class LocalChanges(Orphans):
             rec = self.must(ino)
             self._apply_attrs(rec, mode, uid, gid, mtime_ns, atime_ns, size, extra, now)
             self._pending[ino] = rec
-            self._dir_changed(rec.parent)
+            self._dir_changed(rec.parent, subdirs=False)
             self._lru.pop(ino, None)
             return rec.clone()
         with self._write() as tx:
@@ -402,7 +402,7 @@ class LocalChanges(Orphans):
             rec.size = end
         rec.mtime_ns = rec.ctime_ns = self.clock()
         self._pending[ino] = rec
-        self._dir_changed(rec.parent)
+        self._dir_changed(rec.parent, subdirs=False)
         return rec
 
     def detach(self, ino: int, new_name: str, **fields: object) -> tuple[int, str] | None:

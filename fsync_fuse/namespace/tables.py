@@ -385,22 +385,29 @@ class Tables:
         return n
 
     # ------------------------------------------------------------------ low-level writes
-    def _dir_changed(self, ino: int) -> None:
+    def _dir_changed(self, ino: int, subdirs: bool = True) -> None:
         """An entry of directory `ino` or a child's record changes: what was derived from
-        it (subdirectory count, readdir answers) is stale."""
-        self._subdirs.pop(ino, None)
+        it (readdir answers; the subdirectory count unless `subdirs` is False: a file's
+        change, which the kernel asks the directory's attributes again after, so a count
+        of hundreds of entries redone at every write of a file in it was quadratic) is
+        stale."""
+        if subdirs:
+            self._subdirs.pop(ino, None)
         self.on_dir_change(ino)
 
     def _put(self, tx: _Tx, rec: Inode) -> None:
         tx.changed = True
-        self._dir_changed(rec.parent)
+        self._dir_changed(rec.parent, subdirs=rec.is_dir)  # (an inode's kind never changes)
         self._pending.pop(rec.ino, None)
         tx.records[rec.ino] = rec.clone()
         tx.txn.put(_k(rec.ino), rec.encode(), db=self.db_inodes)
 
-    def _add_dentry(self, tx: _Tx, parent: int, name: str, ino: int) -> None:
+    def _add_dentry(
+        self, tx: _Tx, parent: int, name: str, ino: int, is_dir: bool | None = None
+    ) -> None:
+        """(`is_dir`: of the entry, when the caller knows; a file leaves the count be)"""
         tx.changed = True
-        self._dir_changed(parent)
+        self._dir_changed(parent, subdirs=is_dir is not False)
         dent = self._next_dent
         self._next_dent += 1
         tx.txn.put(
@@ -408,13 +415,13 @@ class Tables:
         )
         tx.txn.put(_k(parent) + _k(dent), _k(ino) + name.encode(), db=self.db_order)
 
-    def _del_dentry(self, tx: _Tx, parent: int, name: str) -> None:
+    def _del_dentry(self, tx: _Tx, parent: int, name: str, is_dir: bool | None = None) -> None:
         key = names.dentry_key(parent, name)
         raw = tx.txn.get(key, db=self.db_dentries)
         if raw is None:
             return
         tx.changed = True
-        self._dir_changed(parent)
+        self._dir_changed(parent, subdirs=is_dir is not False)
         tx.txn.delete(key, db=self.db_dentries)
         tx.txn.delete(_k(parent) + raw[8:16], db=self.db_order)
 
