@@ -84,7 +84,10 @@ class Mount:
             cache.env, uid=os.getuid(), gid=os.getgid(), on_dir_change=self.replies.changed
         )
         self.attrs = KernelAttributes(
-            timeout=cfg.listing_ttl, block_size=cache.block_size, subdirs=self.ns.subdirs
+            timeout=cfg.listing_ttl,
+            block_size=cache.block_size,
+            subdirs=self.ns.subdirs,
+            generation=int(self.ns.site_id, 16),
         )
         self.notifier = KernelNotifier(ns=self.ns, refs=self.refs)
         self.pacing = Pacing(cache=cache)

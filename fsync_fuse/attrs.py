@@ -218,6 +218,12 @@ class Inode:
             return None
         return with_marker(self.attrs, want, self.kind == DIR)
 
+    def share_creation(self) -> int | None:
+        """The SMB creation time to send with this entry's metadata: the one a branch's
+        Samba kept (`user.DOSATTRIB`), None (leave the share's) when there is none."""
+        blob = dosattrib.stored(self.extra)
+        return dosattrib.creation_of(blob) if blob is not None else None
+
     def apply_metadata(self, meta: dict[str, str] | None, owner: tuple[int, int]) -> None:
         """Take mode/owner/type from share metadata; absent keys mean the defaults."""
         if meta is None:

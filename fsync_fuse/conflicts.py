@@ -73,6 +73,14 @@ class Conflicts:
         """`name` in directory `parent` means another file now (a version moved aside)."""
         self._on_change(parent, name)
 
+    def kept_beside(self, ino: int, path: str, where: str) -> None:
+        """`place` kept ours under `where` instead of `path` (theirs has the name): the same
+        rename here, nothing queued, and the kernel told."""
+        if where != path:
+            moved = self.ns.detach(ino, where.rpartition("/")[2])
+            if moved is not None:
+                self.announce(*moved)
+
     def _counted(self) -> None:
         self.count += 1
         self.ns.write_behind(self.ns.db_meta, _KEY, str(self.count).encode())

@@ -1,6 +1,6 @@
 """DOS attributes as Samba keeps them (`user.DOSATTRIB`) and as the share keeps them (its SMB
 attributes), so a Windows client of a branch server, a Windows client of the share itself
-and another branch see the same Hidden, System and Archive bits.
+and another branch see the same ReadOnly, Hidden, System and Archive bits.
 
 Samba 4 stores an NDR blob (read off smbd 4.17 here: 00 00 0500 0500 0000 11000000 23000000
 and 8 bytes of time): a NUL-terminated hex string (empty in 4.17), a u16 version and a u16
@@ -11,8 +11,16 @@ u32 attributes, then sizes and times. Little-endian, each field aligned to its s
 The share's attributes are the truth. The blob a branch writes is kept whole as a `user.*`
 attribute (xattrs.py); its mapped bits go to the share with the entry's next metadata send
 (`Inode.share_attributes`), and a listing that brings changed attributes from the share
-rewrites the kept blob's bits to match (`follow`). ReadOnly is not mapped yet: the share
-refuses renames over a read-only file, which the write-back would then meet.
+rewrites the kept blob's bits to match (`follow`).
+
+A creation time a client sets over SMB (Samba keeps it in the blob too) is sent as the
+share's creation time with the entry's metadata (`Inode.share_creation`).
+
+ReadOnly is Samba's to enforce for its SMB clients, as on any Samba server; the mount's
+local processes are not refused (it is an attribute, not a permission). The share refuses
+changing the content of a read-only file and deleting it: the write-back clears the
+attribute for such a change and puts it back after (uploader.py, opworker.py), and a rename
+over one replaces it, as the local rename did.
 """
 
 from __future__ import annotations
@@ -21,8 +29,8 @@ import base64
 import struct
 
 #: the share's attribute names mapped both ways, and their DOS bits
-MAPPED = {"hidden": 0x2, "system": 0x4, "archive": 0x20}
-_NAMES = {"hidden": "Hidden", "system": "System", "archive": "Archive"}
+MAPPED = {"readonly": 0x1, "hidden": 0x2, "system": 0x4, "archive": 0x20}
+_NAMES = {"readonly": "ReadOnly", "hidden": "Hidden", "system": "System", "archive": "Archive"}
 MASK = sum(MAPPED.values())
 #: the metadata key of `user.DOSATTRIB` (xattrs.key_of; tests/unit check they agree)
 KEY = "fsyncx_" + base64.b32encode(b"DOSATTRIB").decode().rstrip("=").lower()
@@ -51,6 +59,27 @@ def _attrib_offset(blob: bytes) -> int | None:
     return at if len(blob) >= at + 4 else None
 
 
+#: the valid-flags bit of a version 4/5 blob's creation time (XATTR_DOSINFO_CREATE_TIME)
+_CREATE_TIME = 0x10
+#: 100 ns intervals from 1601 (NTTIME) to 1970
+_NT_EPOCH = 116444736000000000
+
+
+def creation_of(blob: bytes) -> int | None:
+    """The creation time (ns since 1970) a client set over SMB, which Samba keeps in a
+    version 4 or 5 blob (after the attributes, and in 4 an itime), None when it has none."""
+    at = _attrib_offset(blob)
+    if at is None:
+        return None
+    version = struct.unpack_from("<H", blob, _align(blob.find(b"\0") + 1, 2))[0]
+    flags = struct.unpack_from("<I", blob, at - 4)[0]
+    pos = _align(at + 4, 8) + (8 if version == 4 else 0)
+    if version not in (4, 5) or not flags & _CREATE_TIME or len(blob) < pos + 8:
+        return None
+    nt = struct.unpack_from("<Q", blob, pos)[0]
+    return (nt - _NT_EPOCH) * 100 if nt > _NT_EPOCH else None
+
+
 def attrib_of(blob: bytes) -> int | None:
     at = _attrib_offset(blob)
     return None if at is None else struct.unpack_from("<I", blob, at)[0]
@@ -76,7 +105,7 @@ def bits_of(attributes: str | None) -> int:
 
 def apply(attributes: str | None, bits: int) -> str | None:
     """The share's attribute string with its mapped names set from `bits` (None: unchanged,
-    or unknown). Other names (Directory, the POSIX marker, ReadOnly...) stay."""
+    or unknown). Other names (Directory, the POSIX marker...) stay."""
     if attributes is None:
         return None
     parts = [p.strip() for p in attributes.split("|") if p.strip()]

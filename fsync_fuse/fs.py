@@ -44,7 +44,9 @@ log = logging.getLogger(__name__)
 
 
 class FS(pyfuse3.Operations):
-    supports_dot_lookup = False
+    # "." and ".." by node id: the kernel's way back from a file handle to an inode it has
+    # forgotten (NFS export, open_by_handle_at); inode numbers are stable and never reused
+    supports_dot_lookup = True
     enable_writeback_cache = False
     enable_acl = False
 
@@ -100,6 +102,16 @@ class FS(pyfuse3.Operations):
         self.refs.lookups.add(rec.ino)
         return self.attrs(rec)
 
+    def _dot(self, ino: int, up: bool) -> pyfuse3.EntryAttributes:
+        """An inode (or its directory) by number, as a file handle names it: ESTALE once it
+        is removed (the number is never given to another entry)."""
+        rec = self.ns.get(ino)
+        if rec is not None and up and ino != ROOT:
+            rec = self.ns.get(rec.parent)
+        if rec is None or rec.parent == 0 and rec.ino != ROOT:
+            raise pyfuse3.FUSEError(errno.ESTALE)
+        return self._counted(rec)
+
     def _maybe_purge(self, ino: int) -> None:
         if self.refs.referenced(ino):
             return
@@ -144,6 +156,8 @@ class FS(pyfuse3.Operations):
             return await sn.lookup(parent_inode, name)
         if parent_inode == ROOT and self.snapfs is not None and name == self.snapfs.name:
             return await self.snapfs.lookup_root()
+        if name in (b".", b".."):
+            return self._dot(parent_inode, name == b"..")
         if len(name) > names.MAX_NAME:
             raise pyfuse3.FUSEError(errno.ENAMETOOLONG)
         try:

@@ -28,12 +28,15 @@ class AzureDirectories(AzureCore):
         metadata: dict[str, str] | None = None,
         attributes: str | None = None,
         last_write_ns: int | None = None,
+        creation_ns: int | None = None,
     ) -> RemoteEntry:
         path = norm(path)
         self._check_writable("mkdir", path)
         extra = {"file_attributes": attributes} if attributes else {}
         if last_write_ns is not None:
             extra["file_last_write_time"] = format_smb_time(last_write_ns)
+        if creation_ns is not None:
+            extra["file_creation_time"] = format_smb_time(creation_ns)
 
         def run(kw: SdkKwargs) -> Mapping[str, str]:
             return self._shared.headers.of(

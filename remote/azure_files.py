@@ -21,7 +21,7 @@ from azure.storage.fileshare import ContentSettings, ShareFileClient
 from remote.azure_core import MAYBE_DIR, AzureCore, SdkKwargs, lease_kw, norm
 from remote.azure_parse import _header, entry_from_headers, format_smb_time
 from remote.azure_transport import MAX_RANGE
-from remote.base import NotFound, RemoteEntry, RemoteError
+from remote.base import NotFound, RemoteEntry, RemoteError, is_read_only
 
 #: longest wait for a share-side copy the service runs in the background (status "pending")
 COPY_WAIT = 600.0
@@ -164,7 +164,8 @@ class AzureFileWrites(AzureCore):
         holding the file we created (its FileId) is success (Remote.rename_new)."""
         tmp, dst = norm(tmp), norm(dst)
         self._check_writable("create_filled", dst)
-        if any(len(d) > MAX_RANGE for _, d in pieces):
+        if any(len(d) > MAX_RANGE for _, d in pieces) or (pieces and is_read_only(attributes)):
+            # (a read-only file is filled first and made read-only after: Remote's way)
             return await super().create_filled(
                 tmp,
                 dst,
@@ -222,7 +223,7 @@ class AzureFileWrites(AzureCore):
                     self._file(tmp).rename_file,
                     dst,
                     overwrite=replace,
-                    ignore_read_only=False,
+                    ignore_read_only=replace,  # replacing was decided here (see Remote.rename)
                     **kw,
                 )
             except (ResourceNotFoundError, ResourceExistsError):
@@ -321,21 +322,26 @@ class AzureFileWrites(AzureCore):
         lease_id: str | None = None,
         attributes: str | None = None,
         is_dir: bool | None = None,
+        creation_ns: int | None = None,
     ) -> str:
         path = norm(path)
         self._check_writable("set_properties", path)
-        if last_write_ns is None and metadata is None and attributes is None:
-            return (await self.stat(path)).etag or ""
         lw = format_smb_time(last_write_ns) if last_write_ns is not None else None
+        created = format_smb_time(creation_ns) if creation_ns is not None else "preserve"
+        props = lw is not None or attributes is not None or creation_ns is not None
+        if not props and metadata is None:
+            return (await self.stat(path)).etag or ""
         is_dir = is_dir or path == ""
         etag = ""
         if not is_dir:
             try:
-                if lw is not None or attributes is not None:
+                if props:
                     etag = await self._call(
                         "set_http_headers",
                         path,
-                        self._sync_file_times(path, lw or "preserve", lease_id, attributes),
+                        self._sync_file_times(
+                            path, lw or "preserve", lease_id, attributes, created
+                        ),
                     )
                 if metadata is not None:
                     etag = await self._call(
@@ -348,12 +354,12 @@ class AzureFileWrites(AzureCore):
             except RemoteError as exc:
                 if exc.code != "ResourceTypeMismatch":
                     raise
-        if lw is not None or attributes is not None:
+        if props:
 
             def run_times(kw: SdkKwargs) -> str:
                 return self._dir(path).set_http_headers(
                     file_attributes=attributes or "preserve",
-                    file_creation_time="preserve",
+                    file_creation_time=created,
                     file_last_write_time=lw or "preserve",
                     file_permission="preserve",
                     **kw,
@@ -369,16 +375,21 @@ class AzureFileWrites(AzureCore):
         return etag
 
     def _sync_file_times(
-        self, path: str, lw: str, lease_id: str | None, attributes: str | None = None
+        self,
+        path: str,
+        lw: str,
+        lease_id: str | None,
+        attributes: str | None = None,
+        created: str = "preserve",
     ) -> Callable[[SdkKwargs], str]:
         def run(kw: SdkKwargs) -> str:
-            # Set File Properties: SMB attributes (unless given), creation time and permission
-            # are preserved; HTTP content headers (Content-Type/MD5…) are reset, as the REST
-            # API always does.
+            # Set File Properties: SMB attributes and creation time (unless given) and the
+            # permission are preserved; HTTP content headers (Content-Type/MD5…) are reset,
+            # as the REST API always does.
             return self._file(path).set_http_headers(
                 ContentSettings(),
                 file_attributes=attributes or "preserve",
-                file_creation_time="preserve",
+                file_creation_time=created,
                 file_last_write_time=lw,
                 file_permission="preserve",
                 **lease_kw(kw, lease_id),

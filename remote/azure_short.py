@@ -155,7 +155,7 @@ class ShortPath:
         headers = {
             "x-ms-file-rename-source": src_url,
             "x-ms-file-rename-replace-if-exists": "true" if replace else "false",
-            "x-ms-file-rename-ignore-readonly": "false",
+            "x-ms-file-rename-ignore-readonly": "true" if replace else "false",
         }
         _trailing(headers, trailing_dot, source_trailing_dot)
         return self._expect(self._send("PUT", _with_query(dst_url, "comp=rename"), headers), OK)

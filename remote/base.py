@@ -46,6 +46,12 @@ class PermissionDenied(RemoteError):
     errno = errno.EACCES
 
 
+class ReadOnlyOnShare(PermissionDenied):
+    """The file has the SMB ReadOnly attribute on the share, which refuses changing its
+    content or deleting it (clear the attribute first, as AzCopy's --force-if-read-only
+    does: `without_read_only`)."""
+
+
 class AuthFailed(RemoteError):
     """The credentials were refused (wrong key, expired SAS, bad token)."""
 
@@ -85,6 +91,18 @@ class Throttled(Transient):
 
 
 # ----------------------------------------------------------------------------- data
+
+
+def is_read_only(attributes: str | None) -> bool:
+    """Does an SMB attribute string ('ReadOnly | Archive') hold ReadOnly?"""
+    return any(p.strip().lower() == "readonly" for p in (attributes or "").split("|"))
+
+
+def without_read_only(attributes: str | None) -> str:
+    """The attribute string with ReadOnly taken out ('None' when nothing is left)."""
+    parts = [p.strip() for p in (attributes or "").split("|") if p.strip()]
+    parts = [p for p in parts if p.lower() not in ("readonly", "none")]
+    return "|".join(parts) if parts else "None"
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,12 +209,14 @@ class Remote(ABC):
         created, so a caller whose call failed after that (an answer lost on the way back)
         can still recognise the file as its own when it finds it under `dst` later. The
         rename itself recognises its own earlier success (`rename_new`)."""
+        # a read-only file refuses Put Range: it becomes read-only once filled
+        late = attributes if pieces and is_read_only(attributes) else None
         entry = await self.create_file(
             tmp,
             size,
             metadata=metadata,
             last_write_ns=last_write_ns,
-            attributes=attributes,
+            attributes=without_read_only(attributes) if late else attributes,
             content_md5=content_md5,
             creation_ns=creation_ns,
         )
@@ -204,6 +224,8 @@ class Remote(ABC):
             made.append(entry)
         for off, data in pieces:
             await self.write(tmp, off, data, keep_mtime=True)
+        if late:
+            await self.set_properties(tmp, attributes=late, is_dir=False)
         return await self.rename_new(tmp, dst, entry.file_id, replace=replace)
 
     async def rename_new(
@@ -264,8 +286,10 @@ class Remote(ABC):
         lease_id: str | None = None,
         attributes: str | None = None,
         is_dir: bool | None = None,
+        creation_ns: int | None = None,
     ) -> str:
-        """Set the SMB last-write time, the SMB attributes and/or replace the metadata.
+        """Set the SMB last-write time, the SMB attributes, the SMB creation time and/or
+        replace the metadata.
         Returns the new ETag. Works on files and directories (`is_dir`, when the caller
         knows, saves a call on a directory)."""
 
@@ -292,9 +316,10 @@ class Remote(ABC):
         metadata: dict[str, str] | None = None,
         attributes: str | None = None,
         last_write_ns: int | None = None,
+        creation_ns: int | None = None,
     ) -> RemoteEntry:
-        """Create a directory (with this SMB last-write time; None: now); AlreadyExists if
-        present, NotFound if the parent is missing."""
+        """Create a directory (with this SMB last-write and creation time; None: now);
+        AlreadyExists if present, NotFound if the parent is missing."""
 
     @abstractmethod
     async def rmdir(self, path: str) -> None:
@@ -304,7 +329,8 @@ class Remote(ABC):
     @abstractmethod
     async def rename(self, src: str, dst: str, *, replace: bool = False) -> RemoteEntry | None:
         """Rename a file or a whole directory. With replace=False an existing dst is
-        AlreadyExists; with replace=True an existing file at dst is replaced. Returns the
+        AlreadyExists; with replace=True an existing file at dst is replaced, even one with
+        the ReadOnly attribute (the caller decided to replace it). Returns the
         entry's new properties (ETag, FileId...; no metadata), None when not reported."""
 
     # --- leases (files only; Azure Files leases are infinite)

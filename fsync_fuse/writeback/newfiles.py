@@ -159,6 +159,7 @@ class NewFiles:
                     attributes=attrs,
                     made=made,
                     replace=bool(op.get("replace")),
+                    creation_ns=rec.share_creation() if rec is not None else None,
                 ),
             )
             where = path
@@ -179,10 +180,7 @@ class NewFiles:
             if made and permanent(exc):
                 await self.discard(tmp)  # refused for good: set aside, all of it kept here
             raise
-        if where != path:  # ours kept beside theirs: a local rename, nothing queued
-            moved = self.ns.detach(ino, where.rpartition("/")[2])
-            if moved is not None:
-                self.conflicts.announce(*moved)
+        self.conflicts.kept_beside(ino, path, where)
 
         def recorded() -> None:
             """Run when the operation's removal is committed, in the same synchronous step
@@ -263,10 +261,7 @@ class NewFiles:
             remote_size=size,
             base_lw=entry.last_write_ns or rec.mtime_ns,
         )
-        if where != path:  # ours kept beside theirs: a local rename, nothing queued
-            moved = self.ns.detach(ino, where.rpartition("/")[2])
-            if moved is not None:
-                self.conflicts.announce(*moved)
+        self.conflicts.kept_beside(ino, path, where)
         return entry
 
     async def discard(self, tmp: str) -> None:

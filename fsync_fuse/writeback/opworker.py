@@ -46,8 +46,10 @@ from remote.base import (
     LeaseConflict,
     NotEmpty,
     NotFound,
+    ReadOnlyOnShare,
     Remote,
     RemoteError,
+    without_read_only,
 )
 
 log = logging.getLogger(__name__)
@@ -289,17 +291,29 @@ class OpWorker:
             rec = self.ns.get(ino)
             meta = rec.metadata(self.ns.owner) if rec is not None else op["meta"]
             attrs = rec.share_attributes(self.ns.owner) if rec is not None else None
+            born = rec.share_creation() if rec is not None else None
             # the directory's mtime as it is now (entries added since move it on)
             lw = rec.mtime_ns if rec is not None else op.get("mtime")
             try:
                 e = await with_parents(
                     r,
                     op["path"],
-                    lambda: r.mkdir(op["path"], metadata=meta, attributes=attrs, last_write_ns=lw),
+                    lambda: r.mkdir(
+                        op["path"],
+                        metadata=meta,
+                        attributes=attrs,
+                        last_write_ns=lw,
+                        creation_ns=born,
+                    ),
                 )
             except AlreadyExists:
                 await r.set_properties(
-                    op["path"], metadata=meta, attributes=attrs, last_write_ns=lw, is_dir=True
+                    op["path"],
+                    metadata=meta,
+                    attributes=attrs,
+                    last_write_ns=lw,
+                    is_dir=True,
+                    creation_ns=born,
                 )
                 e = await r.stat(op["path"], is_dir=True)
             self._remember(ino, Sent(meta, attrs, lw, e.etag))
@@ -318,6 +332,14 @@ class OpWorker:
                 await r.delete_file(op["path"])
             except NotFound:
                 pass
+            except ReadOnlyOnShare:
+                # the share keeps a read-only file; the local removal was not refused
+                # (dosattrib.py): the attribute is cleared, then it goes
+                e = await r.stat(op["path"], is_dir=False)
+                await r.set_properties(
+                    op["path"], attributes=without_read_only(e.attributes), is_dir=False
+                )
+                await r.delete_file(op["path"])
             return None, None
         if kind == "rmdir":
             try:
@@ -377,6 +399,10 @@ class OpWorker:
                 metadata=send.meta,
                 attributes=send.attrs,
                 is_dir=rec.is_dir if rec is not None else None,
+                # (Samba keeps a creation time set over SMB in the metadata it changes)
+                creation_ns=(
+                    rec.share_creation() if rec is not None and send.meta is not None else None
+                ),
             )
         except NotFound:
             return None, None
@@ -405,10 +431,7 @@ class OpWorker:
             movable=self.outbox.only_op_on(rec.ino),
             ours=nf.ours(rec.ino),
         )
-        if where != op["dst"]:  # ours kept beside theirs: a local rename, nothing queued
-            moved = self.ns.detach(rec.ino, where.rpartition("/")[2])
-            if moved is not None:
-                nf.conflicts.announce(*moved)
+        nf.conflicts.kept_beside(rec.ino, op["dst"], where)
         return {"etag": entry.etag, "lw": entry.last_write_ns}, None
 
     async def _renamed_already(self, op: dict) -> bool:

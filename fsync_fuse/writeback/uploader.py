@@ -37,7 +37,14 @@ from fsync_fuse.writeback.pacing import Pacing, refused_backoff, transient_backo
 from fsync_fuse.writeback.rwlock import RWLock
 from fsync_fuse.writeback.shareops import share_meta
 from fsync_fuse.writeback.stuck import Stuck, StuckError, permanent
-from remote.base import LeaseConflict, NotFound, Remote, RemoteError
+from remote.base import (
+    LeaseConflict,
+    NotFound,
+    Remote,
+    RemoteError,
+    is_read_only,
+    without_read_only,
+)
 
 log = logging.getLogger(__name__)
 
@@ -284,7 +291,12 @@ class Uploader:
                 await share_meta(self.ns, self.remote, ino, path) if meta0 else (None, None)
             )
             etag = await self.remote.set_properties(
-                path, last_write_ns=rec.mtime_ns, metadata=meta, attributes=attrs, is_dir=True
+                path,
+                last_write_ns=rec.mtime_ns,
+                metadata=meta,
+                attributes=attrs,
+                is_dir=True,
+                creation_ns=rec.share_creation() if meta is not None else None,
             )
         if self.dirty.gen(ino) == gen0:
             self.dirty.forget(ino)  # written by the update below, in the same transaction
@@ -355,6 +367,16 @@ class Uploader:
             if rsize is None:
                 made = await self.new_files.create_aside(ino, rec, path, size)
                 rsize, low0 = size, None  # a new file: zeros, nothing stale to cut
+            # The share refuses content changes to a read-only file: the attribute is cleared
+            # for them and put back with the properties (step 3), as the local change was
+            # not refused (dosattrib.py). A crash in between: the next upload puts it back.
+            restore = None
+            changes = ranges or size != rsize or (low0 is not None and low0 < rsize)
+            if not fresh and changes and is_read_only(rec.attrs):
+                restore = rec.attrs
+                await self.remote.set_properties(
+                    path, attributes=without_read_only(rec.attrs), lease_id=lease, is_dir=False
+                )
             if low0 is not None and low0 < rsize:
                 await self.remote.resize(path, low0, lease_id=lease)
                 rsize = low0
@@ -430,6 +452,8 @@ class Uploader:
                 meta, attrs = (
                     await share_meta(self.ns, self.remote, ino, path) if meta0 else (None, None)
                 )
+                if restore is not None and attrs is None:
+                    attrs = rec.share_attributes(self.ns.owner) or restore
                 etag = await self.remote.set_properties(
                     path,
                     last_write_ns=lw,
@@ -437,6 +461,7 @@ class Uploader:
                     attributes=attrs,
                     lease_id=lease,
                     is_dir=False,
+                    creation_ns=rec.share_creation() if meta is not None else None,
                 )
                 if attrs is not None:
                     self.ns.update(ino, attrs=attrs)

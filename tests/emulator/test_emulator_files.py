@@ -199,6 +199,35 @@ def test_metadata_is_limited_to_8_kib(share):
     assert f.get_file_properties().metadata == at_limit
 
 
+def test_a_read_only_file_keeps_its_content_and_its_name(share):
+    """ReadOnly (an SMB attribute) refuses content changes and deletion with
+    ReadOnlyAttribute (409); properties stay settable, which is how it is cleared; a rename
+    over it needs x-ms-file-rename-ignore-readonly."""
+    f = share.get_file_client("ro.txt")
+    f.upload_file(b"kept" * 128)
+    props = dict(file_creation_time="preserve", file_last_write_time="preserve")
+    f.set_http_headers(ContentSettings(), file_attributes="ReadOnly|Archive", **props)
+    share.get_file_client("new.txt").upload_file(b"other")
+    for call in (
+        lambda: f.upload_range(b"xxxx", 0, 4),
+        lambda: f.clear_range(0, 512),
+        lambda: f.resize_file(10),
+        lambda: f.delete_file(),
+        lambda: f.create_file(4),
+        lambda: share.get_file_client("new.txt").rename_file("ro.txt", overwrite=True),
+    ):
+        with pytest.raises(HttpResponseError) as ei:
+            call()
+        assert ei.value.status_code == 409 and ei.value.error_code == "ReadOnlyAttribute"
+    assert f.download_file().readall() == b"kept" * 128
+    # cleared, it takes changes again
+    f.set_http_headers(ContentSettings(), file_attributes="Archive", **props)
+    f.upload_range(b"abcd", 0, 4)
+    f.set_http_headers(ContentSettings(), file_attributes="ReadOnly", **props)
+    share.get_file_client("new.txt").rename_file("ro.txt", overwrite=True, ignore_read_only=True)
+    assert f.download_file().readall() == b"other"
+
+
 def test_delete_and_not_found(share):
     f = share.get_file_client("gone.txt")
     f.create_file(1)

@@ -215,6 +215,23 @@ class Share:
     def props(self, path: str):
         return self.client.get_file_client(path).get_file_properties()
 
+    def attributes(self, path: str) -> set[str]:
+        """A file's SMB attributes as a Windows client of the share sees them."""
+        raw = str(self.props(path).file_attributes)
+        return {p.strip() for p in raw.split("|") if p.strip()}
+
+    def set_attributes(self, path: str, names: set[str]) -> None:
+        """Set a file's SMB attributes (`attrib +r` by a Windows client of the share)."""
+        from azure.storage.fileshare import ContentSettings
+
+        self.client.get_file_client(path).set_http_headers(
+            ContentSettings(),
+            file_attributes="|".join(sorted(names)) or "None",
+            file_creation_time="preserve",
+            file_last_write_time="preserve",
+            file_permission="preserve",
+        )
+
     def dir_props(self, path: str):
         return self.client.get_directory_client(path).get_directory_properties()
 

@@ -75,8 +75,9 @@ class Smbd:
                     ) from None
                 time.sleep(0.1)
 
-    def client(self, *commands: str, timeout: float = 60) -> str:
-        """Run smbclient commands (one session, in order); fails the test on any error."""
+    def client(self, *commands: str, timeout: float = 60, refused: bool = False) -> str:
+        """Run smbclient commands (one session, in order); fails the test on any error, or
+        (`refused`) unless one is refused."""
         r = subprocess.run(
             ["smbclient", "//127.0.0.1/share", "-p", str(self.port), "-N",
              f"--configfile={self.conf}", "-E", "-c", "; ".join(commands)],
@@ -85,7 +86,10 @@ class Smbd:
             timeout=timeout,
         )  # fmt: skip
         out = r.stdout + r.stderr
-        assert r.returncode == 0 and "NT_STATUS" not in out, out
+        if refused:
+            assert "NT_STATUS" in out, out
+        else:
+            assert r.returncode == 0 and "NT_STATUS" not in out, out
         return out
 
     def stop(self) -> None:
@@ -100,3 +104,65 @@ class Smbd:
                 break
             except subprocess.TimeoutExpired:
                 continue
+
+
+class Client:
+    """An SMB2 client session on //127.0.0.1/share (smbprotocol, as guest): what smbclient
+    cannot do, such as holding a byte-range lock while another client tries the range."""
+
+    def __init__(self, port: int) -> None:
+        import uuid
+
+        from smbprotocol.connection import Connection
+        from smbprotocol.session import Session
+        from smbprotocol.tree import TreeConnect
+
+        self.conn = Connection(uuid.uuid4(), "127.0.0.1", port, require_signing=False)
+        self.conn.connect()
+        session = Session(self.conn, "guest", "guest", require_encryption=False)
+        session.connect()
+        self.tree = TreeConnect(session, r"\\127.0.0.1\share")
+        # (a guest session has no signing key to verify the negotiation with)
+        self.tree.connect(require_secure_negotiate=False)
+
+    def open(self, name: str, share_modes: int | None = None):
+        """Open (or create) a file for reading and writing; `share_modes`: what others may
+        do meanwhile (default: read and write; 0: nothing, as Office opens a document)."""
+        from smbprotocol.open import (
+            CreateDisposition,
+            CreateOptions,
+            FilePipePrinterAccessMask,
+            ImpersonationLevel,
+            Open,
+            ShareAccess,
+        )
+
+        f = Open(self.tree, name)
+        f.create(
+            ImpersonationLevel.Impersonation,
+            FilePipePrinterAccessMask.GENERIC_READ | FilePipePrinterAccessMask.GENERIC_WRITE,
+            0,
+            ShareAccess.FILE_SHARE_READ | ShareAccess.FILE_SHARE_WRITE
+            if share_modes is None
+            else share_modes,
+            CreateDisposition.FILE_OPEN_IF,
+            CreateOptions.FILE_NON_DIRECTORY_FILE,
+        )
+        return f
+
+    @staticmethod
+    def lock(f, offset: int, length: int, unlock: bool = False) -> None:
+        """An exclusive byte-range lock (failing at once when taken), or its release."""
+        from smbprotocol.open import LockFlags, SMB2LockElement
+
+        e = SMB2LockElement()
+        e["offset"], e["length"] = offset, length
+        e["flags"] = (
+            LockFlags.SMB2_LOCKFLAG_UNLOCK
+            if unlock
+            else LockFlags.SMB2_LOCKFLAG_EXCLUSIVE_LOCK | LockFlags.SMB2_LOCKFLAG_FAIL_IMMEDIATELY
+        )
+        f.lock([e])
+
+    def close(self) -> None:
+        self.conn.disconnect(close=True)

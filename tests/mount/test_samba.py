@@ -4,8 +4,10 @@ an empty cache, and through a second branch server on that mount."""
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import time
 
 import pytest
 
@@ -18,18 +20,10 @@ pytestmark = [
 ]
 
 FAST = ["--writeback-delay", "0.2"]
-
-
-def _set_attributes(share, path: str, attributes: str) -> None:
-    from azure.storage.fileshare import ContentSettings
-
-    share.client.get_file_client(path).set_http_headers(
-        ContentSettings(),
-        file_attributes=attributes,
-        file_creation_time="preserve",
-        file_last_write_time="preserve",
-        file_permission="preserve",
-    )
+# NTSTATUS codes (MS-ERREF 2.3.1)
+SHARING_VIOLATION = 0xC0000043
+FILE_LOCK_CONFLICT = 0xC0000054
+LOCK_NOT_GRANTED = 0xC0000055
 
 
 def _disk_total(path) -> int:
@@ -71,6 +65,9 @@ def test_a_branch_server_and_another_branch(mounter, share, share_url, smbd, tmp
         "rename Projects\\Apollo\\report.txt Projects\\Apollo\\Report-Q3.txt",
         "del Projects\\scratch.tmp",
         "setmode Projects\\Apollo\\Report-Q3.txt +rh",
+        # creation times set over SMB (smbclient reads them as local time)
+        "utimes Projects\\Apollo\\Report-Q3.txt 2021:03:04-05:06:07 -1 -1 -1",
+        "utimes Projects\\Apollo 2020:01:02-03:04:05 -1 -1 -1",
     )
     listing = s1.client("ls Projects\\Apollo\\*", "allinfo Projects\\Apollo\\Report-Q3.txt")
     assert "Report-Q3.txt" in listing and "attributes: RHA" in listing, listing
@@ -92,13 +89,27 @@ def test_a_branch_server_and_another_branch(mounter, share, share_url, smbd, tmp
     assert not share.exists("Projects/scratch.tmp")
     assert not share.exists("Projects/Apollo/report.txt")
     # the DOS attributes reach the share's own SMB attributes (a Windows client of the share
-    # sees them); ReadOnly is not mapped (dosattrib.py says why)
-    attrs = str(share.props("Projects/Apollo/Report-Q3.txt").file_attributes)
-    assert "Hidden" in attrs and "ReadOnly" not in attrs, attrs
+    # sees them)
+    assert {"ReadOnly", "Hidden"} <= share.attributes("Projects/Apollo/Report-Q3.txt")
+    # and the creation times a client set reach the share's
+    born = share.props("Projects/Apollo/Report-Q3.txt").creation_time
+    assert born.timestamp() == time.mktime((2021, 3, 4, 5, 6, 7, 0, 0, -1)), born
+    born = share.dir_props("Projects/Apollo").creation_time
+    assert born.timestamp() == time.mktime((2020, 1, 2, 3, 4, 5, 0, 0, -1)), born
+    # Samba refuses its clients to change a read-only file; a local process is not refused
+    # (dosattrib.py): the write-back clears the attribute for the change, then puts it back
+    out = s1.client(f"lcd {local}", "put scratch.tmp Projects\\Apollo\\Report-Q3.txt", refused=True)
+    assert "NT_STATUS_ACCESS_DENIED" in out, out
+    with open(m.mnt / "Projects/Apollo/Report-Q3.txt", "ab") as f:
+        f.write(b"appended here\n")
+    m.wait_drained(60)
+    report = b"quarterly figures\n" * 100 + b"appended here\n"
+    assert share.get("Projects/Apollo/Report-Q3.txt") == report
+    assert {"ReadOnly", "Hidden"} <= share.attributes("Projects/Apollo/Report-Q3.txt")
 
     # another branch: a mount with an empty cache, its own Samba
     m2 = mounter(share_url, name="branch2", cache="cache2", args=[*FAST, "--poll-interval", "1"])
-    assert (m2.mnt / "Projects/Apollo/Report-Q3.txt").read_bytes() == b"quarterly figures\n" * 100
+    assert (m2.mnt / "Projects/Apollo/Report-Q3.txt").read_bytes() == report
     assert os.getxattr(m2.mnt / "Projects/Apollo/Report-Q3.txt", "user.DOSATTRIB") == (
         os.getxattr(m.mnt / "Projects/Apollo/Report-Q3.txt", "user.DOSATTRIB")
     )
@@ -107,12 +118,10 @@ def test_a_branch_server_and_another_branch(mounter, share, share_url, smbd, tmp
     assert "attributes: RHA" in info, info
     s2.client("setmode Projects\\Apollo\\Report-Q3.txt -rh")
     m2.wait_drained(60)
-    attrs = str(share.props("Projects/Apollo/Report-Q3.txt").file_attributes)
-    assert "Hidden" not in attrs, attrs
+    assert not {"ReadOnly", "Hidden"} & share.attributes("Projects/Apollo/Report-Q3.txt")
     # a client of the share itself hides a file (`attrib +h`: the others stay): the branch's
     # Samba shows it hidden
-    old = str(share.props("Projects/big.bin").file_attributes)
-    _set_attributes(share, "Projects/big.bin", old.replace(" ", "") + "|Hidden")
+    share.set_attributes("Projects/big.bin", share.attributes("Projects/big.bin") | {"Hidden"})
     eventually(
         lambda: "attributes: HA" in s2.client("allinfo Projects\\big.bin"),
         timeout=30,
@@ -123,4 +132,57 @@ def test_a_branch_server_and_another_branch(mounter, share, share_url, smbd, tmp
     s2.stop()  # (smbd keeps the mount busy: it goes first)
     s1.stop()
     assert m2.stop() == 0
+    assert m.stop() == 0
+
+
+def test_a_file_locked_by_one_client_of_a_branch_server(mounter, share, share_url, smbd):
+    """Two SMB clients of a branch server and a process of the server itself: a byte-range
+    lock one client holds refuses the other's lock and writes in that range (Samba keeps it
+    as a POSIX lock on the mount, which the server's own processes meet too), a released
+    lock is granted, and a file opened without sharing refuses a second open."""
+    import fcntl
+
+    from smbprotocol.exceptions import SMBResponseException
+
+    m = mounter(share_url, args=FAST)
+    s = smbd(m.mnt)
+    a, b = samba.Client(s.port), samba.Client(s.port)
+    fa = a.open("ledger.xlsx")
+    fa.write(b"0123456789" * 10, 0)
+    a.lock(fa, 0, 10)
+    fb = b.open("ledger.xlsx")
+    with pytest.raises(SMBResponseException) as ei:
+        b.lock(fb, 0, 10)
+    assert ei.value.status == LOCK_NOT_GRANTED
+    with pytest.raises(SMBResponseException) as ei:
+        fb.write(b"X", 5)
+    assert ei.value.status == FILE_LOCK_CONFLICT
+    b.lock(fb, 20, 10)  # another range: granted
+    fb.write(b"B", 25)
+    fd = os.open(m.mnt / "ledger.xlsx", os.O_RDWR)
+    try:
+        with pytest.raises(OSError) as oe:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 10, 0)
+        assert oe.value.errno in (errno.EAGAIN, errno.EACCES)
+        a.lock(fa, 0, 10, unlock=True)
+        b.lock(fb, 0, 10)  # released: granted now
+        b.lock(fb, 0, 10, unlock=True)
+        b.lock(fb, 20, 10, unlock=True)
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 10, 0)  # and to the server's processes
+    finally:
+        os.close(fd)
+    # a document opened without sharing (as Office does): a second open is refused
+    fx = a.open("report.docx", share_modes=0)
+    with pytest.raises(SMBResponseException) as ei:
+        b.open("report.docx")
+    assert ei.value.status == SHARING_VIOLATION
+    for f in (fa, fb, fx):
+        f.close()
+    a.close()
+    b.close()
+    m.wait_drained(60)
+    want = bytearray(b"0123456789" * 10)
+    want[25] = ord("B")
+    assert share.get("ledger.xlsx") == bytes(want)
+    s.stop()  # (smbd keeps the mount busy: it goes first)
     assert m.stop() == 0

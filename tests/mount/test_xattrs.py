@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from fsync_fuse import xattrs
+from fsync_fuse import dosattrib, xattrs
 from remote import naming
 from tests.mount.helpers import eventually
 
@@ -186,3 +186,39 @@ def test_an_attribute_set_at_another_site_is_seen(mounter, share, share_url):
     )
     assert os.getxattr(m2.mnt / "shared.txt", "user.seen") == b"by m2"
     assert m2.stop() == 0 and m1.stop() == 0
+
+
+def test_a_file_read_only_on_the_share_takes_local_changes(mounter, share, share_url, emulator):
+    """A client of the share made files read-only: the share refuses Put Range and Delete
+    File on them (ReadOnlyAttribute). A local write and a local removal are not refused
+    (ReadOnly is an attribute, which Samba enforces for its clients: dosattrib.py); the
+    write-back clears it for the change and puts it back after the write, and the removal
+    goes through. The branch's Samba sees the attribute meanwhile (user.DOSATTRIB)."""
+    m = mounter(share_url, args=[*FAST, "--poll-interval", "1"])
+    (m.mnt / "doc.txt").write_bytes(b"v1")
+    (m.mnt / "old.txt").write_bytes(b"old")
+    m.wait_drained(60)
+    for name in ("doc.txt", "old.txt"):
+        share.set_attributes(name, share.attributes(name) | {"ReadOnly"})
+
+    def read_only_here(name: str) -> bool:
+        try:
+            blob = os.getxattr(m.mnt / name, "user.DOSATTRIB")
+        except OSError:
+            return False
+        return bool(dosattrib.attrib_of(blob) or 0) & 1 == 1
+
+    for name in ("doc.txt", "old.txt"):
+        eventually(lambda n=name: read_only_here(n), timeout=30, what="the share's ReadOnly here")
+    before = emulator.stats()["by_status"].get("409", 0)
+    with open(m.mnt / "doc.txt", "r+b") as f:
+        f.write(b"v2, longer")
+    os.unlink(m.mnt / "old.txt")
+    m.wait_drained(60)
+    # the write cleared it first; the removal met the refusal once, then cleared it
+    assert emulator.stats()["by_status"].get("409", 0) - before == 1
+    assert share.get("doc.txt") == b"v2, longer"
+    assert "ReadOnly" in share.attributes("doc.txt")
+    assert not share.exists("old.txt")
+    assert not [n for n in os.listdir(m.mnt) if n not in ("doc.txt",)]  # no conflict copy
+    assert m.stop() == 0

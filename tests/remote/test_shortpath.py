@@ -141,7 +141,7 @@ async def test_a_new_file_goes_the_short_way_as_the_sdk_would_send_it(
                 [(0, DATA[:70_000]), (70_000, DATA[70_000:])],
                 metadata={"fsync_mode": "100640", "fsync_uid": "1000"},
                 last_write_ns=1_765_000_000_123_456_700,
-                attributes="ReadOnly",
+                attributes="Hidden",
             )
             got = await r.stat(f"{who}/{name}")
             assert got.file_id == entry.file_id
@@ -175,3 +175,20 @@ async def test_file_urls_are_spelled_as_the_sdk_spells_them(emulator, share_name
     finally:
         if sas:
             await r.aclose()
+
+
+async def test_a_new_read_only_file_is_filled_before_it_becomes_read_only(remote):
+    """The share refuses Put Range on a read-only file: create_filled creates it writable,
+    fills it, then sets the attributes asked for (one call more), then names it."""
+    entry = await remote.create_filled(
+        ".fsync-new-ro",
+        "ro.txt",
+        len(DATA),
+        [(0, DATA)],
+        last_write_ns=1_765_000_000_123_456_700,
+        attributes="ReadOnly|Archive",
+    )
+    got = await remote.stat("ro.txt")
+    assert got.file_id == entry.file_id and got.last_write_ns == 1_765_000_000_123_456_700
+    assert "ReadOnly" in (got.attributes or "")
+    assert await remote.read("ro.txt", 0, len(DATA)) == DATA

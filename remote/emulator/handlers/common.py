@@ -260,6 +260,15 @@ def check_write_lease(ctx: Ctx, row: sqlite3.Row | None, header: str = "x-ms-lea
         raise StorageError("LeaseNotPresentWithFileOperation")
 
 
+def refuse_read_only(row: sqlite3.Row | None, ignore: bool = False) -> None:
+    """A file with the ReadOnly attribute refuses a change of its content (Put Range, a
+    resize, Create File or a copy over it) and its deletion; its properties stay settable,
+    which is how the attribute is cleared. (As AzCopy's --force-if-read-only implies; the
+    service documents only the rename's x-ms-file-rename-ignore-readonly.)"""
+    if row is not None and not ignore and "ReadOnly" in (row["attrs"] or ""):
+        raise StorageError("ReadOnlyAttribute")
+
+
 def check_read_lease(ctx: Ctx, row: sqlite3.Row) -> None:
     given = ctx.req.headers.get("x-ms-lease-id")
     if not given:

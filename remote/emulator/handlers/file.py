@@ -97,6 +97,7 @@ async def create(ctx: Ctx) -> Response:
         node_id = row["node_id"]
         async with file_lock(ctx, tree, node_id):
             row = common.current_node(ctx, tree, node_id)
+            common.refuse_read_only(row)
             perm = common.smb_perm_key(ctx, False, None, create=True)
             store.update_node(
                 tree,
@@ -250,6 +251,7 @@ async def put_range(ctx: Ctx) -> Response:
                 raise StorageError("Md5Mismatch")
     async with ctx.app.gate(tree).writing(), file_lock(ctx, tree, row["node_id"]):
         row = common.current_node(ctx, tree, row["node_id"])
+        common.refuse_read_only(row)
         if end > row["size"]:
             raise StorageError("InvalidRange")
         if mode == "update":
@@ -290,6 +292,8 @@ async def set_properties(ctx: Ctx) -> Response:
         headers = content_headers(ctx, False, row["headers"])
         cols: dict[str, object] = dict(attrs=attrs, perm_key=perm, headers=headers, **times)
         if new_size is not None and new_size != row["size"]:
+            if "ReadOnly" in attrs:  # (clearing the attribute in the same call may resize)
+                common.refuse_read_only(row)
             if row["blob_id"] is not None:
                 blob = await private_blob(ctx, tree, row)
                 resize_blob(store.blob_path(blob), new_size)
@@ -321,6 +325,7 @@ async def delete(ctx: Ctx) -> Response:
     common.check_write_lease(ctx, row)
     async with file_lock(ctx, tree, row["node_id"]):
         row = common.current_node(ctx, tree, row["node_id"])
+        common.refuse_read_only(row)
         store.delete_node(tree, row["node_id"])
         dead = store.decref_many([row["blob_id"]]) if row["blob_id"] is not None else []
     store.unlink_blobs(dead)

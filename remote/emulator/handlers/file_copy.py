@@ -54,6 +54,7 @@ async def put_range_from_url(ctx: Ctx) -> Response:
     if end > row["size"] or s_end > src_row["size"]:
         raise StorageError("InvalidRange")
     common.check_write_lease(ctx, row)
+    common.refuse_read_only(row)
     data = read_range(blob_path(ctx, src_row), s_start, s_end - s_start)
     async with file_lock(ctx, tree, row["node_id"]):
         row = common.current_node(ctx, tree, row["node_id"])
@@ -124,6 +125,7 @@ async def copy(ctx: Ctx) -> Response:
     if row is not None and row["is_dir"]:
         raise StorageError("ResourceTypeMismatch")
     common.check_write_lease(ctx, row)
+    common.refuse_read_only(row, ignore=common.bool_header(ctx, "x-ms-file-copy-ignore-readonly"))
     now = now_ns()
     attrs_h = h.get("x-ms-file-attributes")
     if attrs_h is None or attrs_h.lower() == "source":
