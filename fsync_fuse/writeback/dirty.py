@@ -132,9 +132,9 @@ class DirtySet:
             self.cache.set_remote_valid(rec.ino, rec.remote_size)
 
     def nbytes(self) -> int:
-        """Dirty bytes of the files in the set: all the cache's (a file with dirty blocks
-        is in the set, INVARIANTS.md), kept as a running total there, so a status read is
-        cheap however many files are dirty."""
+        """Dirty bytes of the files in the set: the cache's running total (while mounted,
+        a write marks its file dirty in the same step, so only files in the set have dirty
+        blocks), so a status read is cheap however many files are dirty."""
         return self.cache.dirty_bytes()
 
     # ------------------------------------------------------------------ waking and waiting
