@@ -47,6 +47,9 @@ class FS(pyfuse3.Operations):
     # "." and ".." by node id: the kernel's way back from a file handle to an inode it has
     # forgotten (NFS export, open_by_handle_at); inode numbers are stable and never reused
     supports_dot_lookup = True
+    # security.* is never stored (xattrs.py): the kernel's probe before every write is
+    # answered by pyfuse3 in C (scripts/pyfuse3_patches.py), not by `getxattr`
+    no_file_capabilities = True
     enable_writeback_cache = False
     enable_acl = False
 
@@ -442,7 +445,7 @@ class FS(pyfuse3.Operations):
 
     @answer_errors
     async def fallocate(self, fh: int, mode: int, offset: int, length: int) -> None:
-        """fallocate(2) (pyfuse3 gets the handler from scripts/pyfuse3_fallocate.py)."""
+        """fallocate(2) (pyfuse3 gets the handler from scripts/pyfuse3_patches.py)."""
         self._busy()
         h = self.refs.file(fh)
         if await self.space.fallocate(h.ino, mode, offset, length):
@@ -541,6 +544,7 @@ class FS(pyfuse3.Operations):
     @answer_errors
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
         text = os.fsdecode(name)
+        log.debug("getxattr %s of inode %d", text, inode)
         if self._snap(inode):
             return await self.control.snapshot_getxattr(inode, text)
         if text.startswith(XATTR_CONTROL):

@@ -41,16 +41,23 @@ if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
-# pyfuse3 registers no fallocate handler: build it from its sdist with one added
-# (scripts/pyfuse3_fallocate.py), before the package pulls in the plain one.
+# pyfuse3 registers no fallocate handler and runs Python for the kernel's capability probe
+# before every write: build it from its sdist with both changed (scripts/pyfuse3_patches.py),
+# before the package pulls in the plain one; a build with fewer of the patches is rebuilt.
 PYFUSE3_VERSION=3.5.0
-if ! "$venv/bin/python" -c 'import pyfuse3, sys; sys.exit(0 if hasattr(pyfuse3.Operations, "fallocate") else 1)' 2>/dev/null; then
-    echo "setup: building pyfuse3 $PYFUSE3_VERSION with a fallocate handler"
+if ! "$venv/bin/python" - "$here/scripts" <<'PY' 2>/dev/null
+import sys
+sys.path.insert(0, sys.argv[1])
+import pyfuse3, pyfuse3_patches
+sys.exit(0 if getattr(pyfuse3.Operations, "fsync_fuse_patches", 0) >= pyfuse3_patches.PATCHES else 1)
+PY
+then
+    echo "setup: building pyfuse3 $PYFUSE3_VERSION with fsync-fuse's patches"
     tmp="$(mktemp -d)"
     "$venv/bin/python" -m pip download -q --no-binary :all: --no-deps -d "$tmp" "pyfuse3==$PYFUSE3_VERSION" >/dev/null 2>&1
     tar -xzf "$tmp/pyfuse3-$PYFUSE3_VERSION.tar.gz" -C "$tmp"
-    "$venv/bin/python" "$here/scripts/pyfuse3_fallocate.py" "$tmp/pyfuse3-$PYFUSE3_VERSION" >/dev/null
-    if ! "$venv/bin/python" -m pip install -q "$tmp/pyfuse3-$PYFUSE3_VERSION" >"$tmp/build.log" 2>&1; then
+    "$venv/bin/python" "$here/scripts/pyfuse3_patches.py" "$tmp/pyfuse3-$PYFUSE3_VERSION" >/dev/null
+    if ! "$venv/bin/python" -m pip install -q --force-reinstall --no-deps "$tmp/pyfuse3-$PYFUSE3_VERSION" >"$tmp/build.log" 2>&1; then
         cat "$tmp/build.log" >&2
         echo "setup: building pyfuse3 failed" >&2
         exit 1

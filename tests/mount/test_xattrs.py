@@ -222,3 +222,23 @@ def test_a_file_read_only_on_the_share_takes_local_changes(mounter, share, share
     assert not share.exists("old.txt")
     assert not [n for n in os.listdir(m.mnt) if n not in ("doc.txt",)]  # no conflict copy
     assert m.stop() == 0
+
+
+def test_the_kernels_probe_before_every_write_is_answered_without_python(mounter, share_url):
+    """Before each write(2) the kernel asks a FUSE filesystem for security.capability; the
+    pyfuse3 build answers it in C (scripts/pyfuse3_patches.py, FS.no_file_capabilities),
+    so the daemon's handler, which logs every request it gets with --debug, never sees it."""
+    m = mounter(share_url, args=["--debug"])
+    with open(m.mnt / "written.bin", "wb") as f:
+        for _ in range(20):
+            f.write(b"x" * 100)
+            f.flush()  # (a write(2) each)
+    with pytest.raises(OSError) as ei:
+        os.getxattr(m.mnt / "written.bin", "security.capability")
+    assert ei.value.errno == errno.ENODATA
+    with pytest.raises(OSError):
+        os.getxattr(m.mnt / "written.bin", "user.absent")
+    assert m.stop() == 0
+    log = m.log_path.read_text()
+    assert "getxattr user.absent" in log  # the handler logs what reaches it
+    assert "getxattr security.capability" not in log
