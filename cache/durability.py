@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import trio
 
@@ -16,6 +17,10 @@ from .footprint import index_headroom
 from .index import block_key, block_val, key_bytes
 from .state import CacheState
 from .system import datasync
+
+#: another module's records written into a commit's transaction; returns what to run once
+#: the transaction is durable (BlockCache.commit `also`)
+Also = Callable[[Any], Callable[[], None]]
 
 
 def _datasync_and_close(fds: list[int]) -> None:
@@ -75,9 +80,11 @@ class Durability(CacheState):
             or self._volatile
         )
 
-    def commit(self, *, _linger: float | None = None) -> None:
+    def commit(self, *, also: Also | None = None, _linger: float | None = None) -> None:
         """Sync the data files written since the last commit, then write the index changes in
-        one transaction and sync it: what was written before is now durable."""
+        one transaction and sync it: what was written before is now durable. `also` writes
+        another module's records into that transaction (the namespace's, which share this
+        LMDB environment) and returns what to run once it is durable."""
         linger = self.volatile_linger if _linger is None else _linger
         self._room_for_commit()
         for data_id in self._unsynced:
@@ -116,7 +123,10 @@ class Durability(CacheState):
                 if owner is None or now - owner.last_mut >= linger:
                     txn.delete(key_bytes(data_id), db=idx.volatile)
                     self._volatile.discard(data_id)
+            after = also(txn) if also is not None else None
         self.env.sync(True)
+        if after is not None:
+            after()
         self._footprint.refresh_index()
         self._deleted_keys.clear()
         self._dropped_ids.clear()
@@ -139,9 +149,9 @@ class Durability(CacheState):
         if grow > index_headroom(self.max_bytes) // 2:
             self._make_room(grow)
 
-    async def commit_async(self) -> None:
+    async def commit_async(self, *, also: Also | None = None) -> None:
         """`commit` with the bulk of the data-file syncing done in a worker thread first."""
         fds = self._data.dup_for_sync(list(self._unsynced))
         if fds:
             await trio.to_thread.run_sync(_datasync_and_close, fds)
-        self.commit()
+        self.commit(also=also)

@@ -323,17 +323,18 @@ async def flush_loop(
     ns: Namespace, cache: BlockCache, interval: float = 2.0, commit_interval: float = 5.0
 ) -> None:
     """Sizes and mtimes of files being written reach LMDB at least this often, and the
-    cache's periodic commit comes right after such a flush: a committed dirty block never
-    lies beyond the committed size (else after a crash it would be above EOF, never
+    cache's periodic commit carries them in its own transaction: a committed dirty block
+    never lies beyond the committed size (else after a crash it would be above EOF, never
     uploaded, and the file re-queued forever). Start-up truncates whatever still does
     (`DirtySet.requeue_all`). A failure is logged: it must not take the mount down."""
     last_commit = trio.current_time()
     while True:
         await trio.sleep(interval)
         try:
-            ns.flush()
             if trio.current_time() - last_commit >= commit_interval:
                 last_commit = trio.current_time()
-                await cache.commit_async()
+                await cache.commit_async(also=ns.write_pending)  # (with the records)
+            else:
+                ns.flush()
         except Exception:  # noqa: BLE001
             log.exception("periodic flush/commit failed; retrying")

@@ -452,12 +452,11 @@ class FS(pyfuse3.Operations):
             h.wrote = True
 
     async def _commit(self, h: Handle) -> None:
-        """Make what this handle wrote survive a crash: namespace records, then the cache
-        (data files fdatasync'ed, index synced)."""
+        """Make what this handle wrote survive a crash: the data files fdatasync'ed, then the
+        cache index and the namespace's records in one synced transaction."""
         if h.wrote:
             h.wrote = False
-            self.ns.flush()
-            await self.cache.commit_async()
+            await self.cache.commit_async(also=self.ns.write_pending)
 
     @answer_errors
     async def flush(self, fh: int) -> None:
@@ -529,8 +528,7 @@ class FS(pyfuse3.Operations):
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
         if self._snap(fh):
             return
-        self.ns.flush()
-        await self.cache.commit_async()
+        await self.cache.commit_async(also=self.ns.write_pending)
 
     # ------------------------------------------------------------------ the share
     @answer_errors

@@ -167,25 +167,55 @@ class Tables:
             # it left in `_pending` go with the next transaction)
             tx.txn.abort()
             return
-        for rec in self._pending.values():
-            tx.txn.put(_k(rec.ino), rec.encode(), db=self.db_inodes)
-            tx.records[rec.ino] = rec
+        self._put_pending(tx.txn, tx.records)
         self._pending.clear()
+        self._deferred.clear()
+        tx.txn.commit()
+        self._remember_written(tx.records)
+        self.outbox.added(tx.ops, tx.withdrawn)
+
+    def _put_pending(self, txn: Txn, records: dict[int, Inode | None]) -> None:
+        """The write-behind records and counters into `txn` (`records`: what it wrote)."""
+        for rec in self._pending.values():
+            txn.put(_k(rec.ino), rec.encode(), db=self.db_inodes)
+            records[rec.ino] = rec
         for (db, key), value in self._deferred.items():
             if value is None:
-                tx.txn.delete(key, db=db)
+                txn.delete(key, db=db)
             else:
-                tx.txn.put(key, value, db=db)
-        self._deferred.clear()
-        tx.txn.put(b"next_ino", _k(self._next_ino), db=self.db_meta)
-        tx.txn.put(b"next_dent", _k(self._next_dent), db=self.db_meta)
-        tx.txn.commit()
-        for ino, written in tx.records.items():
+                txn.put(key, value, db=db)
+        txn.put(b"next_ino", _k(self._next_ino), db=self.db_meta)
+        txn.put(b"next_dent", _k(self._next_dent), db=self.db_meta)
+
+    def _remember_written(self, records: dict[int, Inode | None]) -> None:
+        for ino, written in records.items():
             if written is None:
                 self._lru.pop(ino, None)
             else:
                 self._remember(ino, written)
-        self.outbox.added(tx.ops, tx.withdrawn)
+
+    def write_pending(self, txn: Txn) -> Callable[[], None]:
+        """Put the write-behind records into another module's transaction in this
+        environment: the cache's commit (fs.py `_commit`), so that one synced transaction
+        makes the records and the cache index durable together, instead of two. Returns
+        what to run once that committed; until then the records stay pending (a failed
+        commit leaves them for the next one). Synchronous from here to the commit."""
+        if not (self._pending or self._deferred):
+            return lambda: None
+        records: dict[int, Inode | None] = {}
+        pending, deferred = dict(self._pending), dict(self._deferred)
+        self._put_pending(txn, records)
+
+        def committed() -> None:
+            for ino, rec in pending.items():
+                if self._pending.get(ino) is rec:
+                    del self._pending[ino]
+            for k, v in deferred.items():
+                if k in self._deferred and self._deferred[k] is v:
+                    del self._deferred[k]
+            self._remember_written(records)
+
+        return committed
 
     def _enqueue(self, tx: _Tx, op: dict) -> None:
         tx.ops.append((self.outbox.append(tx.txn, op), op))
