@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from fsync_fuse import dosattrib
+from remote.base import attribute_names
 
 KEY_MODE = "fsyncmode"
 KEY_UID = "fsyncuid"
@@ -86,14 +87,13 @@ def has_marker(attributes: str | None) -> bool | None:
     """Whether share attributes carry the POSIX marker; None when they are unknown."""
     if attributes is None:
         return None
-    return any(p.strip().lower() == MARKER.lower() for p in attributes.split("|"))
+    return any(p.lower() == MARKER.lower() for p in attribute_names(attributes))
 
 
 def with_marker(attributes: str | None, on: bool, is_dir: bool) -> str:
     """SMB attributes to send: `attributes` (as the share reported them) with the marker
     set or cleared; other attributes (ReadOnly, Hidden, Archive...) are kept."""
-    parts = [p.strip() for p in (attributes or "").split("|") if p.strip()]
-    parts = [p for p in parts if p.lower() not in (MARKER.lower(), "none")]
+    parts = [p for p in attribute_names(attributes) if p.lower() != MARKER.lower()]
     if not parts:
         parts = ["Directory"] if is_dir else ["Archive"]
     if on:

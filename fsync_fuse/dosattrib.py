@@ -28,6 +28,8 @@ from __future__ import annotations
 import base64
 import struct
 
+from remote.base import attribute_names
+
 #: the share's attribute names mapped both ways, and their DOS bits
 MAPPED = {"readonly": 0x1, "hidden": 0x2, "system": 0x4, "archive": 0x20}
 _NAMES = {"readonly": "ReadOnly", "hidden": "Hidden", "system": "System", "archive": "Archive"}
@@ -99,7 +101,7 @@ def with_bits(blob: bytes, bits: int) -> bytes:
 
 def bits_of(attributes: str | None) -> int:
     """The mapped DOS bits of the share's attribute string ('Hidden | Archive')."""
-    parts = {p.strip().lower() for p in (attributes or "").split("|")}
+    parts = {p.lower() for p in attribute_names(attributes)}
     return sum(bit for name, bit in MAPPED.items() if name in parts)
 
 
@@ -108,19 +110,14 @@ def apply(attributes: str | None, bits: int) -> str | None:
     or unknown). Other names (Directory, the POSIX marker...) stay."""
     if attributes is None:
         return None
-    parts = [p.strip() for p in attributes.split("|") if p.strip()]
-    parts = [p for p in parts if p.lower() not in MAPPED and p.lower() != "none"]
+    parts = [p for p in attribute_names(attributes) if p.lower() not in MAPPED]
     parts += [_NAMES[n] for n, bit in MAPPED.items() if bits & bit]
     return "|".join(parts) if parts else "None"
 
 
 def same(a: str | None, b: str | None) -> bool:
     """Two attribute strings name the same attributes (the share spaces them 'A | B')."""
-
-    def names(s: str | None) -> set[str]:
-        return {p.strip().lower() for p in (s or "").split("|") if p.strip()} - {"none"}
-
-    return names(a) == names(b)
+    return {p.lower() for p in attribute_names(a)} == {p.lower() for p in attribute_names(b)}
 
 
 def synthesized(bits: int) -> bytes:

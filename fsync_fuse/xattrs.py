@@ -157,9 +157,9 @@ class Xattrs:
         rec = await self._known(ino)
         got = value(rec.extra, name)
         if got is None and name == DOSATTRIB:
-            bits = dosattrib.bits_of(rec.attrs) & ~dosattrib.MAPPED["archive"]
-            if bits:  # set by a client of the share itself: Samba shows them too
-                return dosattrib.synthesized(dosattrib.bits_of(rec.attrs))
+            bits = dosattrib.bits_of(rec.attrs)
+            if bits & ~dosattrib.MAPPED["archive"]:  # set by a client of the share itself
+                return dosattrib.synthesized(bits)  # (Samba shows them too)
         return got
 
     async def list(self, ino: int) -> list[str]:

@@ -93,16 +93,21 @@ class Throttled(Transient):
 # ----------------------------------------------------------------------------- data
 
 
+def attribute_names(attributes: str | None) -> list[str]:
+    """The names in an SMB attribute string as the share writes it ('ReadOnly | Archive';
+    'None' names none), in order: the one parser of these strings."""
+    parts = (p.strip() for p in (attributes or "").split("|"))
+    return [p for p in parts if p and p.lower() != "none"]
+
+
 def is_read_only(attributes: str | None) -> bool:
-    """Does an SMB attribute string ('ReadOnly | Archive') hold ReadOnly?"""
-    return any(p.strip().lower() == "readonly" for p in (attributes or "").split("|"))
+    """Does an SMB attribute string hold ReadOnly?"""
+    return any(p.lower() == "readonly" for p in attribute_names(attributes))
 
 
 def without_read_only(attributes: str | None) -> str:
     """The attribute string with ReadOnly taken out ('None' when nothing is left)."""
-    parts = [p.strip() for p in (attributes or "").split("|") if p.strip()]
-    parts = [p for p in parts if p.lower() not in ("readonly", "none")]
-    return "|".join(parts) if parts else "None"
+    return "|".join(p for p in attribute_names(attributes) if p.lower() != "readonly") or "None"
 
 
 @dataclass(frozen=True, slots=True)

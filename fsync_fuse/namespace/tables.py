@@ -203,16 +203,11 @@ class Tables:
         if not (self._pending or self._deferred):
             return lambda: None
         records: dict[int, Inode | None] = {}
-        pending, deferred = dict(self._pending), dict(self._deferred)
         self._put_pending(txn, records)
 
         def committed() -> None:
-            for ino, rec in pending.items():
-                if self._pending.get(ino) is rec:
-                    del self._pending[ino]
-            for k, v in deferred.items():
-                if k in self._deferred and self._deferred[k] is v:
-                    del self._deferred[k]
+            self._pending.clear()
+            self._deferred.clear()
             self._remember_written(records)
 
         return committed
