@@ -11,9 +11,11 @@ from .results import (
     EvictionCount,
     Fetch,
     FileInfo,
+    FileSlice,
     FileState,
     TierCandidate,
     Token,
+    as_bytes,
 )
 
 __all__ = [
@@ -29,10 +31,12 @@ __all__ = [
     "EvictionCount",
     "Fetch",
     "FileInfo",
+    "FileSlice",
     "FileState",
     "PinTooLarge",
     "TierCandidate",
     "Token",
+    "as_bytes",
     "human_size",
     "minimum_size",
 ]

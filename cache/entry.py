@@ -23,7 +23,9 @@ class Fill:
 
     After `event` is set: `error` is what the fetch raised, or `data` holds the fetched bytes
     (from the run's first byte). Waiters always take `data`: the blocks may not have been
-    stored (no room, `cancelled` by truncate/invalidate/delete) or may be evicted again."""
+    stored (no room, `cancelled` by truncate/invalidate/delete) or may be evicted again.
+    `data` stays None after a fill copied file to file (a FileSlice) and stored: the blocks
+    are CLEAN and waiters pread them (or, evicted meanwhile, copy them again: a local copy)."""
 
     __slots__ = ("first", "last", "event", "data", "error", "cancelled")
 

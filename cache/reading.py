@@ -3,6 +3,7 @@ every reader and writer that needs the same blocks (see INVARIANTS.md, "In fligh
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from bisect import bisect_left
@@ -12,9 +13,9 @@ import trio
 from .datafile import overhead_after, page_up, pwrite_all
 from .entry import ABSENT, CLEAN, FILLING, CachedFile, Fill
 from .heat import ACCESS_GAP, HALF_LIFE, RESOLUTION
-from .results import Fetch
+from .results import Fetch, FileSlice
 from .state import FETCH_BUCKETS, CacheState
-from .system import punch_hole
+from .system import copy_range, punch_hole
 
 log = logging.getLogger(__name__)
 
@@ -174,23 +175,45 @@ class Reading(CacheState):
         off = first << sh
         want = min(last << sh, f.remote_valid) - off
         start = trio.current_time()
+        placed = False  # copied file to file (a FileSlice) and stored
+        data: bytes | memoryview | None
         try:
-            data: bytes | memoryview = await fetch(off, want)
-            if len(data) > want:
-                data = memoryview(data)[:want]
+            answer = await fetch(off, want)
+            if isinstance(answer, FileSlice):
+                n = min(answer.length, want)
+                data = self._place(f, fill, answer._replace(length=n))
+                placed = data is None
+            else:
+                data = memoryview(answer)[:want] if len(answer) > want else answer
+                n = len(answer) if len(answer) < want else want
         except BaseException as exc:
             fill.error = exc
             self._end_fill(f, fill)
             if isinstance(exc, Exception):  # a cancelled fetch is no answer of the remote
                 self._fetch_ended(start, 0, False)
             raise
-        self._fetched += len(data)
-        self._fetch_ended(start, len(data), True)
+        self._fetched += n
+        self._fetch_ended(start, n, True)
         fill.data = data
-        if not fill.cancelled and not f.dead:
+        if data is not None and not placed and not fill.cancelled and not f.dead:
             self._store_fill(f, fill, data)
         self._end_fill(f, fill)
         self._take(fill, got)
+
+    def _place(self, f: CachedFile, fill: Fill, where: FileSlice) -> bytes | None:
+        """A fill whose bytes are in a local file: copied file to file into the data file
+        (None: stored, the blocks are CLEAN and every reader preads them); when it cannot be
+        stored (no room, a write cancelled the fill, an I/O error) the bytes themselves."""
+        src = os.open(where.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if not fill.cancelled and not f.dead and self._store_fill(f, fill, where, src):
+                return None
+            data = os.pread(src, where.length, where.offset)
+        finally:
+            os.close(src)
+        if len(data) < where.length:  # the file shrank under us: not what the remote holds
+            raise OSError(errno.EIO, f"{where.path!r} is shorter than the range it stands for")
+        return data
 
     def _fetch_ended(self, start: float, nbytes: int, ok: bool) -> None:
         """Count one fetch (CacheStats) and hand it to `on_fetch`, whose errors are logged."""
@@ -216,24 +239,33 @@ class Reading(CacheState):
                     st[b] = ABSENT
         fill.event.set()
 
-    def _store_fill(self, f: CachedFile, fill: Fill, data: bytes | memoryview) -> None:
+    def _store_fill(
+        self, f: CachedFile, fill: Fill, data: bytes | memoryview | FileSlice, src: int = -1
+    ) -> bool:
         """Write a fill's bytes into the data file if room can be made; else leave the blocks
-        absent (the waiters have the bytes anyway). A failed write leaves a hole, not junk."""
+        absent (the waiters have the bytes anyway). A failed write leaves a hole, not junk.
+        A FileSlice is copied from the open file `src`; a copy that comes up short (the file
+        shrank) is a failed write too. True when stored."""
         bs = self.block_size
-        n = len(data)
+        n = data.length if isinstance(data, FileSlice) else len(data)
         allocs = [page_up(max(0, min(bs, n - i * bs))) for i in range(fill.last - fill.first)]
         more = overhead_after(f.overhead, f.npresent + len(allocs)) - f.overhead
         if not self._make_room(sum(allocs) + more):
-            return
+            return False
         off = fill.first << self._shift
         fd = self._fd(f)
         try:
-            if n:
+            if isinstance(data, FileSlice):
+                assert data.offset == off
+                if copy_range(src, fd, off, n) < n:
+                    raise OSError(errno.EIO, "the source file ended early")
+            elif n:
                 pwrite_all(fd, data, off)
         except OSError:
             log.warning("cache fill of %d bytes failed; serving it uncached", n, exc_info=True)
             punch_hole(fd, off, (fill.last - fill.first) * bs)
-            return
+            return False
         for i, b in enumerate(range(fill.first, fill.last)):
             self._set_block(f, b, CLEAN, allocs[i])
         self._unsynced.add(f.data_id)
+        return True

@@ -2,12 +2,37 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
-#: fetch(offset, length) -> remote bytes of [offset, offset+length); shorter at the remote's end.
-Fetch = Callable[[int, int], Awaitable[bytes]]
+
+class FileSlice(NamedTuple):
+    """What a fetch may answer instead of bytes: the remote's bytes of the range are in a local
+    file, [offset, offset+length) of `path` (length already clipped at the remote's end). The
+    cache copies them into its data file with system.copy_range, file to file: a reflink where
+    the filesystem shares extents, never through Python's memory (`migrate --cutover`)."""
+
+    path: bytes
+    offset: int
+    length: int
+
+
+def as_bytes(answer: bytes | FileSlice) -> bytes:
+    """A fetch's answer as bytes, for the few callers that need the bytes themselves."""
+    if isinstance(answer, bytes):
+        return answer
+    fd = os.open(answer.path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.pread(fd, answer.length, answer.offset)
+    finally:
+        os.close(fd)
+
+
+#: fetch(offset, length) -> remote bytes of [offset, offset+length), shorter at the remote's
+#: end; or a FileSlice saying where those bytes are on local disk.
+Fetch = Callable[[int, int], Awaitable["bytes | FileSlice"]]
 
 #: what max_bytes bounds: the whole cache directory (the default), or the data files only
 Bound = Literal["directory", "data"]

@@ -25,6 +25,13 @@ fallbacks on Linux too.
     ``os.fdatasync`` where it exists (Linux); ``os.fsync`` elsewhere (macOS has no
     fdatasync; its fsync does not flush the drive's cache, F_FULLFSYNC would).
 
+``copy_range(src_fd, dst_fd, offset, length) -> int``
+    Copy [offset, offset+length) of one file to the same offset of another; returns the bytes
+    copied (fewer at the source's end). Linux: ``copy_file_range``, which shares the extents
+    (a reflink) where the filesystem can (XFS, Btrfs) and copies inside the kernel elsewhere;
+    across filesystems the kernel may refuse (EXDEV) and the copy goes through a buffer.
+    Elsewhere: through a buffer (``_copy_buffered``). An I/O error raises OSError.
+
 ``mapping(path) -> Mapping | None``, ``mapped_bytes(path) -> int``
     The process's mapping of a file (``path`` as the kernel shows it: a realpath) and its
     resident bytes, from one pass over ``/proc/self/smaps``. Elsewhere: None / 0.
@@ -152,6 +159,45 @@ extents = _extents_seek if hasattr(os, "SEEK_DATA") and hasattr(os, "SEEK_HOLE")
 # --- durability
 
 datasync = os.fdatasync if hasattr(os, "fdatasync") else os.fsync
+
+
+# --- copying between files
+
+_COPY_CHUNK = 1 << 20
+
+
+def _copy_buffered(src_fd: int, dst_fd: int, offset: int, length: int) -> int:
+    """Copy through user space, a megabyte at a time."""
+    done = 0
+    while done < length:
+        data = os.pread(src_fd, min(_COPY_CHUNK, length - done), offset + done)
+        if not data:
+            break
+        n = 0
+        while n < len(data):
+            n += os.pwrite(dst_fd, data[n:], offset + done + n)
+        done += len(data)
+    return done
+
+
+def _copy_in_kernel(src_fd: int, dst_fd: int, offset: int, length: int) -> int:
+    """copy_file_range until done or the source ends; a refusal (another filesystem, or one
+    that cannot) falls back to the buffered copy for what is left."""
+    done = 0
+    while done < length:
+        try:
+            n = os.copy_file_range(src_fd, dst_fd, length - done, offset + done, offset + done)
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                raise
+            return done + _copy_buffered(src_fd, dst_fd, offset + done, length - done)
+        if n == 0:
+            break
+        done += n
+    return done
+
+
+copy_range = _copy_in_kernel if LINUX and hasattr(os, "copy_file_range") else _copy_buffered
 
 
 # --- mapped memory

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 import pyfuse3
 import trio
 
-from cache import BlockCache
+from cache import BlockCache, as_bytes
 from fsync_fuse import names
 from fsync_fuse.attrs import DIR, FILE, LINK, Inode, kind_of_mode
 from fsync_fuse.control_server import ControlServer
@@ -309,7 +309,7 @@ class FS(pyfuse3.Operations):
         if rec.kind != LINK:
             raise pyfuse3.FUSEError(errno.EINVAL)
         if rec.target is None:
-            data = await self.reader.fetcher(inode)(0, rec.size)
+            data = as_bytes(await self.reader.fetcher(inode)(0, rec.size))
             rec = self.ns.update(inode, target=data.decode("utf-8", "surrogateescape")) or rec
         return os.fsencode(rec.target or "")
 

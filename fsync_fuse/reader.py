@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import trio
 
 from cache import BlockCache
-from cache.results import Fetch
+from cache.results import Fetch, FileSlice
 from fsync_fuse.attrs import FILE, Inode
 from fsync_fuse.namespace import Gone, Namespace
 from fsync_fuse.tasks import TaskOwner
@@ -127,7 +127,7 @@ class Reader(TaskOwner):
         read-ahead page with a read of its own) fails at once instead of waiting again, so an
         application's read fails within `--io-timeout`, not twice that."""
 
-        async def fetch(offset: int, length: int) -> bytes:
+        async def fetch(offset: int, length: int) -> bytes | FileSlice:
             failed = self._failed.get(ino)
             if failed is not None and trio.current_time() - failed < RETRY_WINDOW:
                 self.stats["failed_at_once"] += 1
@@ -142,7 +142,7 @@ class Reader(TaskOwner):
             self._failed.pop(ino, None)
             return data
 
-        async def fetch_once(offset: int, length: int) -> bytes:
+        async def fetch_once(offset: int, length: int) -> bytes | FileSlice:
             outbox = self.ns.outbox
             with trio.move_on_after(self.io_timeout):
                 for _ in range(3):
@@ -188,7 +188,7 @@ class Reader(TaskOwner):
         fetch = self.fetcher(ino)
         missed = False
 
-        async def counting(offset: int, length: int) -> bytes:
+        async def counting(offset: int, length: int) -> bytes | FileSlice:
             nonlocal missed
             missed = True
             return await fetch(offset, length)

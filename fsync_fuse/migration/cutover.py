@@ -4,8 +4,11 @@ The mount is assembled in-process without the kernel (assembly.open_mount, as th
 in-process tests do) on the cache directory the real mount will use, with the initial
 download of every file (`--initial-download all`: every directory listed, every file that
 fits the cache recalled, newest first). Its share is the real one except for ranged reads
-of files this migration copied and the source still holds unchanged: those are read from
-the source (`Seeded`). So the cache ends up holding every such file as clean blocks,
+of files this migration copied and the source still holds unchanged: those are answered
+as ranges of the source file (`Seeded`), which the cache copies file to file with
+copy_file_range: on XFS or Btrfs with the cache on the same filesystem a reflink (the data
+is shared, not copied, and takes no more space until one side changes), elsewhere a copy
+inside the kernel. So the cache ends up holding every such file as clean blocks,
 recorded with the share's ETag by the listing, and a mount on that cache afterwards serves
 them with no download. A file changed on the share since it was copied, or not copied by
 this migration, is fetched from the share as any recall would.
@@ -21,13 +24,14 @@ from typing import Any, cast
 
 import trio
 
+from cache.results import FileSlice
 from fsync_fuse.assembly import open_mount
 from fsync_fuse.attrs import FILE
 from fsync_fuse.cachelock import lock_cache_dir
 from fsync_fuse.config import MountConfig, share_id
 from fsync_fuse.initial import is_done
 from fsync_fuse.migration.journal import Journal
-from fsync_fuse.migration.source import Scan, pread
+from fsync_fuse.migration.source import Scan
 from remote.base import Remote
 
 log = logging.getLogger(__name__)
@@ -47,15 +51,18 @@ class Seeded:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    async def read(self, path: str, offset: int, length: int) -> bytes:
+    async def read(self, path: str, offset: int, length: int) -> bytes | FileSlice:
+        """A seeded file's range is answered as a FileSlice of the source, which the cache
+        copies file to file (a reflink where the filesystem shares extents); the reader hands
+        it through untouched."""
         src = self._seeds.get(path.strip("/"))
         if src is None:
             data = await self._inner.read(path, offset, length)
             self.from_share += len(data)
             return data
-        data = await trio.to_thread.run_sync(pread, src, offset, length)
-        self.from_source += len(data)
-        return data
+        n = max(0, min(length, os.stat(src).st_size - offset))
+        self.from_source += n
+        return FileSlice(src, offset, n)
 
 
 def seeds_of(root: str, found: Scan, journal: Journal) -> dict[str, bytes]:

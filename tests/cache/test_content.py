@@ -9,7 +9,7 @@ import random
 import pytest
 import trio
 
-from cache import BlockCache, CacheMismatch
+from cache import BlockCache, CacheMismatch, FileSlice
 from cache.datafile import metadata_allowance
 from tests.cache.conftest import KiB, MiB
 
@@ -132,6 +132,52 @@ async def test_concurrent_readers_share_one_fetch(open_cache, remote):
     }
     blocks = remote.fetched_blocks(1, BS)
     assert sorted(blocks) == [0, 1, 2], "a block was fetched twice"
+
+
+async def test_a_fetch_answered_from_a_local_file_is_copied_file_to_file(open_cache, tmp_path):
+    """A FileSlice answer (migrate --cutover) is stored by copy_file_range: the blocks are
+    clean and read back, joined readers get the bytes, and with no room the bytes still
+    reach the reader without being stored."""
+    data = pattern(3 * BS + 100)
+    src = tmp_path / "source"
+    src.write_bytes(data)
+    asked: list[tuple[int, int]] = []
+    gate = trio.Event()
+
+    async def fetch(offset: int, length: int) -> FileSlice:
+        asked.append((offset, length))
+        await gate.wait()
+        return FileSlice(os.fsencode(src), offset, max(0, min(length, len(data) - offset)))
+
+    c = open_cache()
+    c.set_remote_valid(1, len(data))
+    results = {}
+
+    async def reader(name: str, off: int, n: int) -> None:
+        results[name] = await c.read(1, off, n, size=len(data), fetch=fetch)
+
+    async with trio.open_nursery() as n:
+        n.start_soon(reader, "a", 0, len(data))
+        await trio.testing.wait_all_tasks_blocked()
+        n.start_soon(reader, "b", BS + 5, 10)  # joins a's fill
+        await trio.testing.wait_all_tasks_blocked()
+        gate.set()
+    assert results == {"a": data, "b": data[BS + 5 : BS + 15]}
+    assert asked == [(0, len(data))]
+    assert c.state(1, len(data)).full and c.blocks(1) == dict.fromkeys(range(4), "clean")
+    assert await c.read(1, 0, len(data), size=len(data), fetch=fetch) == data  # a hit
+    assert len(asked) == 1
+    c.close()
+    # no room for the blocks: the reader still gets the bytes, nothing is kept
+    small = open_cache(max_bytes=BS)
+    small.set_remote_valid(2, len(data))
+    assert await small.read(2, 0, len(data), size=len(data), fetch=fetch) == data
+    assert small.cached_bytes(2) == 0
+    # a source shorter than the range it stands for is an error, never zeros or junk
+    src.write_bytes(data[:BS])
+    small.set_remote_valid(3, len(data))
+    with pytest.raises(OSError, match="shorter"):
+        await small.read(3, 0, len(data), size=len(data), fetch=fetch)
 
 
 async def test_failed_fetch_raises_to_every_waiter_and_leaves_nothing(open_cache, remote):

@@ -135,3 +135,21 @@ def test_process_alive():
     child.wait()
     assert not system.process_alive(child.pid)
     assert not system._alive_kill(child.pid)
+
+
+@pytest.mark.parametrize("variant", ["copy_range", "_copy_in_kernel", "_copy_buffered"])
+def test_copy_range_copies_to_the_same_offset_and_stops_at_the_source_end(tmp_path, variant):
+    copy = getattr(system, variant)
+    data = os.urandom(3 * MiB + 123)
+    src = _file(tmp_path / "src", data)
+    dst = _file(tmp_path / "dst", b"")
+    try:
+        assert copy(src, dst, MiB + 7, MiB) == MiB  # a range in the middle
+        assert os.pread(dst, MiB, MiB + 7) == data[MiB + 7 : 2 * MiB + 7]
+        assert os.pread(dst, MiB + 7, 0) == bytes(MiB + 7)  # nothing else written
+        assert copy(src, dst, 3 * MiB, MiB) == 123  # the source ends first
+        assert os.pread(dst, 200, 3 * MiB) == data[3 * MiB :]
+        assert copy(src, dst, 4 * MiB, 10) == 0
+    finally:
+        os.close(src)
+        os.close(dst)

@@ -5,11 +5,13 @@ are reported or renamed, never lost; nothing on the share is overwritten."""
 
 from __future__ import annotations
 
+import fcntl
 import filecmp
 import json
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -295,6 +297,65 @@ def test_cutover_makes_the_source_the_mounts_cache(tmp_path, share_url, share, m
         if p.is_file() and not p.is_symlink():
             rel = p.relative_to(src)
             assert (m.mnt / rel).read_bytes() == p.read_bytes(), rel
+    assert emulator.stats()["by_op"].get("GetFile", 0) == before
+    assert m.stop() == 0
+
+
+FIEMAP = 0xC020660B
+FIEMAP_EXTENT_SHARED = 0x2000
+
+
+def extents(path: Path) -> list[tuple[int, int, int]]:
+    """(logical offset, length, flags) of a file's extents, from the FIEMAP ioctl."""
+    count = 64
+    buf = bytearray(struct.pack("QQIIII", 0, 2**64 - 1, 1, 0, count, 0) + bytes(56 * count))
+    with open(path, "rb") as fh:  # FIEMAP_FLAG_SYNC: delayed allocations first
+        fcntl.ioctl(fh.fileno(), FIEMAP, buf)
+    mapped = struct.unpack_from("QQIIII", buf)[3]
+    out = []
+    for i in range(mapped):
+        logical, _physical, length, _r1, _r2, flags = struct.unpack_from("QQQQQI", buf, 32 + 56 * i)
+        out.append((logical, length, flags))
+    return out
+
+
+@pytest.fixture
+def xfs(tmp_path):
+    """A fresh XFS filesystem with reflinks, loop-mounted at tmp_path/xfs."""
+    image, mnt = tmp_path / "xfs.img", tmp_path / "xfs"
+    mnt.mkdir()
+    with open(image, "wb") as fh:
+        fh.truncate(512 << 20)
+    subprocess.run(["mkfs.xfs", "-q", "-m", "reflink=1", str(image)], check=True)
+    subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_cutover_on_xfs_shares_the_sources_extents(xfs, share_url, mounter, emulator):
+    """With the source and the cache directory on one XFS filesystem, the cutover fills the
+    cache by reflink: the cache's data files share every extent with the source (the data
+    takes no second copy of space), and a mount serves them with no download."""
+    src = xfs / "src"
+    make_tree(src, small=30, big=6 * 1024 * 1024 + 5)
+    r = migrate(src, share_url, xfs / "state", "--cutover", "--cache-dir", str(xfs / "cache"),
+                "--json")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["cutover"]["from_share_bytes"] == 0
+    datafiles = [p for p in (xfs / "cache" / "data").rglob("*") if p.is_file()]
+    big = max(datafiles, key=lambda p: p.stat().st_size)
+    assert big.stat().st_size == (src / "big.bin").stat().st_size
+    ext = extents(big)
+    assert sum(n for _o, n, _f in ext) >= big.stat().st_size - 4096
+    assert all(f & FIEMAP_EXTENT_SHARED for _o, _n, f in ext), ext
+    m = mounter(share_url, cache="xfs/cache")
+    before = emulator.stats()["by_op"].get("GetFile", 0)
+    assert filecmp.cmp(m.mnt / "big.bin", src / "big.bin", shallow=False)
+    assert (m.mnt / "many/d03/file 0003.txt").read_bytes() == (
+        src / "many/d03/file 0003.txt"
+    ).read_bytes()
     assert emulator.stats()["by_op"].get("GetFile", 0) == before
     assert m.stop() == 0
 
