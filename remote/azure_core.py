@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeAlias, TypeVar
 from urllib.parse import quote
 
@@ -114,6 +114,7 @@ class AzureCore(Remote):
                 connect_timeout=o.connect_timeout,
                 read_timeout=o.read_timeout,
                 count_request=self._shared.stats.count_request,
+                ca_bundle=self._shared.ca_bundle,
             )
             if o.short_path
             else None
@@ -172,6 +173,24 @@ class AzureCore(Remote):
             if retries:
                 log.debug("%s %r failed after %d retries: %s", op, path, retries, exc)
         raise exc from None
+
+    async def _natively(
+        self, op: str, call: Callable[[ShortPath], Awaitable[T | None]], *, shield: bool = False
+    ) -> T | None:
+        """A call on the short path, in this task under the same limit on calls in flight as
+        the SDK's worker threads; None: it could not serve it (the caller asks the SDK).
+        `shield`: a mutation runs to its end even when the caller is cancelled, as one in a
+        worker thread does, so that a cancelled caller knows the request is over (bounded by
+        the connect and read timeouts)."""
+        assert self._short is not None
+        if self._shared.closed:
+            raise RemoteError(f"{op}: remote is closed")
+        with trio.CancelScope(shield=shield):
+            async with self._shared.limiter:
+                got = await call(self._short)
+        if got is not None:
+            self._shared.stats.calls[op] += 1
+        return got
 
     def _check_writable(self, op: str, path: str) -> None:
         if self.read_only:

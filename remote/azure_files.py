@@ -20,6 +20,7 @@ from azure.storage.fileshare import ContentSettings, ShareFileClient
 
 from remote.azure_core import MAYBE_DIR, AzureCore, SdkKwargs, lease_kw, norm
 from remote.azure_parse import _header, entry_from_headers, format_smb_time
+from remote.azure_short import ShortPath
 from remote.azure_transport import MAX_RANGE
 from remote.base import NotFound, RemoteEntry, RemoteError, is_read_only
 
@@ -158,10 +159,11 @@ class AzureFileWrites(AzureCore):
         creation_ns: int | None = None,
         replace: bool = False,
     ) -> RemoteEntry:
-        """The three calls in one worker thread: a new small file costs one hop from the trio
-        thread instead of three (the hop and its scheduling are ~a quarter of a call's CPU).
-        A rename the SDK resent because its answer was lost finds its own work done: `dst`
-        holding the file we created (its FileId) is success (Remote.rename_new)."""
+        """The three calls natively under trio on the short path (azure_short), or in one
+        worker thread through the SDK from the first call the short path could not serve. A
+        rename the SDK resent because its answer was lost (or sent after the short path's
+        answer was lost) finds its own work done: `dst` holding the file we created (its
+        FileId) is success (Remote.rename_new)."""
         tmp, dst = norm(tmp), norm(dst)
         self._check_writable("create_filled", dst)
         if any(len(d) > MAX_RANGE for _, d in pieces) or (pieces and is_read_only(attributes)):
@@ -184,40 +186,55 @@ class AzureFileWrites(AzureCore):
 
         args = _create_args(attributes, lw, metadata, content_md5, _smb_or_now(creation_ns))
         headers_of = self._shared.headers.of
-        short = self._short
-        props = _create_headers(args) if short is not None else {}
+        dot, sdot = self._share.allow_trailing_dot, self._share.allow_source_trailing_dot
+        # How far the short path got: Create File's answer, the pieces on the share.
+        created: Mapping[str, str] | None = None
+        done = 0
 
-        def run(kw: SdkKwargs) -> Mapping[str, str]:
-            dot, sdot = self._share.allow_trailing_dot, self._share.allow_source_trailing_dot
-            url = self._file_url(tmp) if short else ""
-            created = short.create(url, size, props, trailing_dot=dot) if short else None
-            if created is None:
-                created = headers_of(self._file(tmp).create_file, size, **args, **kw)
-            file_id = _header(created, "x-ms-file-id")
-            if made is not None:  # (a list append is safe from this worker thread)
-                made.append(
-                    dataclasses.replace(
-                        entry_from_headers(
-                            posixpath.basename(tmp), False, created, with_metadata=False
-                        ),
-                        size=size,
-                    )
+        def note_created(headers: Mapping[str, str]) -> None:
+            if made is not None:
+                entry = entry_from_headers(
+                    posixpath.basename(tmp), False, headers, with_metadata=False
                 )
-            for off, data in pieces:
-                if not (short and short.put_range(url, off, data, trailing_dot=dot)):
-                    self._file(tmp).upload_range(
-                        data, off, len(data), file_last_write_mode="preserve", **kw
-                    )
-            if short is not None:
-                renamed = short.rename(
+                made.append(dataclasses.replace(entry, size=size))
+
+        if self._short is not None:
+            props = _create_headers(args)
+
+            async def short_way(short: ShortPath) -> Mapping[str, str] | None:
+                nonlocal created, done
+                url = self._file_url(tmp)
+                created = await short.create(url, size, props, trailing_dot=dot)
+                if created is None:
+                    return None
+                note_created(created)
+                for off, data in pieces:
+                    if not await short.put_range(url, off, data, trailing_dot=dot):
+                        return None
+                    done += 1
+                return await short.rename(
                     url,
                     self._file_url(dst),
                     replace=replace,
                     trailing_dot=dot,
                     source_trailing_dot=sdot,
                 )
-                if renamed is not None:
-                    return renamed
+
+            renamed = await self._natively("create_filled", short_way, shield=True)
+            if renamed is not None:
+                return entry_from_headers(name, False, renamed, with_metadata=False)
+
+        def run(kw: SdkKwargs) -> Mapping[str, str]:
+            """The SDK's way, from where the short path stopped (or from the start)."""
+            made_now = created
+            if made_now is None:
+                made_now = headers_of(self._file(tmp).create_file, size, **args, **kw)
+                note_created(made_now)  # (a list append is safe from this worker thread)
+            file_id = _header(made_now, "x-ms-file-id")
+            for off, data in pieces[done:]:
+                self._file(tmp).upload_range(
+                    data, off, len(data), file_last_write_mode="preserve", **kw
+                )
             try:
                 return headers_of(
                     self._file(tmp).rename_file,

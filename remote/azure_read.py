@@ -165,16 +165,20 @@ class AzureReads(AzureCore):
         if length <= 0:
             return b""
 
-        def run(kw: SdkKwargs) -> bytes:
-            if self._short is not None:
-                data = self._short.get(
+        if self._short is not None:
+            data = await self._natively(
+                "download",
+                lambda short: short.get(
                     self._file_url(path),
                     offset,
                     length,
                     trailing_dot=bool(self._share.allow_trailing_dot),
-                )
-                if data is not None:
-                    return data
+                ),
+            )
+            if data is not None:
+                return data
+
+        def run(kw: SdkKwargs) -> bytes:
             fc = self._file(path)
             if not self.use_public_download:
                 try:

@@ -1,11 +1,12 @@
-"""The hot calls on a lighter path: signed here and sent with urllib3, without the SDK.
+"""The hot calls on a lighter path: signed here and sent natively under trio, without the SDK.
 
 A call through the SDK's pipeline costs ~1.6 ms of CPU (generated operation, a dozen policies,
-requests); signed here and sent on a urllib3 pool it costs a third of that (measured with
-scripts/bench_recall.py, the notes of issues 14 and 16, and the bench's CPU-per-file rows). The
-calls that take this way are the ones a recall, a cold read and a new small file are made of:
-ranged GET, and Create File, Put Range and Rename File for `create_filled`. Every other call
-stays on the SDK.
+requests); signed here and sent on a urllib3 pool in a worker thread it cost a third of that
+(scripts/bench_recall.py, the notes of issues 14 and 16), and on trio's own sockets with h11
+(remote/http11.py), in the caller's task, a third of that again: ~0.45 ms against ~1.4 ms of
+CPU per call with 16 calls in flight (notes/perf-session7.md). The calls that take this way
+are the ones a recall, a cold read and a new small file are made of: ranged GET, and Create
+File, Put Range and Rename File for `create_filled`. Every other call stays on the SDK.
 
 Each serves only the plain success (the status the service answers a success with, and for a
 GET the whole body). Anything else (an error status, a refused or cut connection, a short body)
@@ -30,12 +31,14 @@ import email.utils
 import hashlib
 import hmac
 import logging
+import ssl
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-import urllib3
 from requests.utils import DEFAULT_CA_BUNDLE_PATH
+
+from remote.http11 import Answer, HttpFailure, Pool
 
 log = logging.getLogger("remote.azure")
 
@@ -64,17 +67,17 @@ class ShortPath:
         connect_timeout: float,
         read_timeout: float,
         count_request: Callable[[], None],
+        ca_bundle: str | None = None,
     ) -> None:
         self._account = account_name
         self._key = base64.b64decode(account_key) if account_key else None
         self._version = api_version
         self._count_request = count_request
-        self._pool = urllib3.PoolManager(
-            num_pools=4,
-            maxsize=pool_size,
-            retries=False,
-            timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
-            ca_certs=DEFAULT_CA_BUNDLE_PATH,
+        self._pool = Pool(
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            ssl_context=ssl.create_default_context(cafile=ca_bundle or DEFAULT_CA_BUNDLE_PATH),
+            max_idle=pool_size,
         )
         self.stats = {"fast": 0, "fallbacks": 0}
 
@@ -96,23 +99,23 @@ class ShortPath:
             return cls(account_key=credential["account_key"], **kwargs)
         return None  # a token credential (or anything new): the SDK's policies handle it
 
-    def get(self, url: str, offset: int, length: int, *, trailing_dot: bool) -> bytes | None:
+    async def get(self, url: str, offset: int, length: int, *, trailing_dot: bool) -> bytes | None:
         """The bytes [offset, offset+length) of the file at `url` (the SDK file client's URL),
         or None: then the caller reads through the SDK."""
         headers = {"x-ms-range": f"bytes={offset}-{offset + length - 1}"}
         if trailing_dot:
             headers["x-ms-allow-trailing-dot"] = "true"
-        resp = self._send("GET", url, headers)
+        resp = await self._send("GET", url, headers)
         if resp is None:
             return None
-        data: bytes = resp.data
+        data = resp.body
         if resp.status not in (200, 206) or not _whole(resp.headers, offset, len(data)):
             self.stats["fallbacks"] += 1
             return None
         self.stats["fast"] += 1
         return data[:length]
 
-    def create(
+    async def create(
         self, url: str, size: int, props: Mapping[str, str], *, trailing_dot: bool | None
     ) -> Mapping[str, str] | None:
         """Create File at `url` (`size` bytes of zeros) with `props` (x-ms-file-* headers and
@@ -123,9 +126,9 @@ class ShortPath:
             "x-ms-type": "file",
         }
         _trailing(headers, trailing_dot, None)
-        return self._expect(self._send("PUT", url, headers), CREATED)
+        return self._expect(await self._send("PUT", url, headers), CREATED)
 
-    def put_range(
+    async def put_range(
         self, url: str, offset: int, data: bytes | memoryview, *, trailing_dot: bool | None
     ) -> bool:
         """Put Range of `data` at `offset` keeping the last-write time; False: ask the SDK."""
@@ -135,12 +138,10 @@ class ShortPath:
             "x-ms-file-last-write-time": "preserve",
         }
         _trailing(headers, trailing_dot, None)
-        return (
-            self._expect(self._send("PUT", _with_query(url, "comp=range"), headers, data), CREATED)
-            is not None
-        )
+        resp = await self._send("PUT", _with_query(url, "comp=range"), headers, data)
+        return self._expect(resp, CREATED) is not None
 
-    def rename(
+    async def rename(
         self,
         src_url: str,
         dst_url: str,
@@ -158,11 +159,12 @@ class ShortPath:
             "x-ms-file-rename-ignore-readonly": "true" if replace else "false",
         }
         _trailing(headers, trailing_dot, source_trailing_dot)
-        return self._expect(self._send("PUT", _with_query(dst_url, "comp=rename"), headers), OK)
+        resp = await self._send("PUT", _with_query(dst_url, "comp=rename"), headers)
+        return self._expect(resp, OK)
 
-    def _send(
+    async def _send(
         self, method: str, url: str, headers: dict[str, str], body: bytes | memoryview = b""
-    ) -> urllib3.BaseHTTPResponse | None:
+    ) -> Answer | None:
         headers["x-ms-date"] = email.utils.formatdate(usegmt=True)
         headers["x-ms-version"] = self._version
         if method != "GET":
@@ -171,21 +173,14 @@ class ShortPath:
             headers["Authorization"] = self._sign(method, url, headers, len(body))
         self._count_request()
         try:
-            return self._pool.request(
-                method, url, body=bytes(body) if body else None, headers=headers,
-                preload_content=True,
-            )  # fmt: skip
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            return await self._pool.request(method, url, headers, body)
+        except HttpFailure as exc:
             # never the URL in a log line: it may carry a SAS
-            log.debug(
-                "short %s failed (%s); sending it through the SDK", method, type(exc).__name__
-            )
+            log.debug("short %s failed (%s); sending it through the SDK", method, exc)
             self.stats["fallbacks"] += 1
             return None
 
-    def _expect(
-        self, resp: urllib3.BaseHTTPResponse | None, status: int
-    ) -> Mapping[str, str] | None:
+    def _expect(self, resp: Answer | None, status: int) -> Mapping[str, str] | None:
         if resp is None:
             return None
         if resp.status != status:
@@ -212,7 +207,7 @@ class ShortPath:
         return f"SharedKey {self._account}:{base64.b64encode(mac).decode()}"
 
     def close(self) -> None:
-        self._pool.clear()
+        self._pool.close()
 
 
 def _trailing(headers: dict[str, str], dot: bool | None, source_dot: bool | None) -> None:

@@ -7,6 +7,7 @@ a small configurable budget (AzureOptions), so a dead endpoint fails in bounded 
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -44,7 +45,7 @@ class AzureOptions:
     # Socket read size when streaming bodies: a ranged GET of up to one Put Range arrives as one
     # buffer, filled by the socket in place (smaller reads cost a join, i.e. a copy under the GIL).
     block_size: int = MAX_RANGE
-    trust_env: bool = True  # honour HTTP(S)_PROXY / NO_PROXY
+    trust_env: bool = True  # honour HTTP(S)_PROXY / NO_PROXY, REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE
     short_path: bool = True  # hot calls without the SDK's pipeline (azure_short)
 
 
@@ -116,6 +117,13 @@ class SharedTransport:
         # (`use_proxies_for`), not per request: requests would also look for ~/.netrc
         # on every call.
         self.session.trust_env = False
+        #: The certificates to trust instead of the bundled ones (a TLS-inspecting proxy's):
+        #: what requests itself would take from the environment, resolved once, and used by
+        #: the SDK's transport and the short path alike.
+        self.ca_bundle: str | None = None
+        if options.trust_env:
+            env = os.environ
+            self.ca_bundle = env.get("REQUESTS_CA_BUNDLE") or env.get("CURL_CA_BUNDLE") or None
         pool = max(options.max_concurrency + 4, 16)
         adapter = HTTPAdapter(
             pool_connections=4,
@@ -131,6 +139,7 @@ class SharedTransport:
             read_timeout=options.read_timeout,
             connection_data_block_size=options.block_size,
             use_env_settings=False,
+            connection_verify=self.ca_bundle or True,
         )
         self.limiter = trio.CapacityLimiter(options.max_concurrency)
         self.stats = CallStats()

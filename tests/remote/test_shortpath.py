@@ -111,11 +111,12 @@ def _sent(monkeypatch, r) -> list[tuple[str, str, dict[str, str]]]:
     if r._short is not None:
         pool = r._short._pool
         real_request = pool.request
-        monkeypatch.setattr(
-            pool,
-            "request",
-            lambda m, u, **kw: note(m, u, kw["headers"]) or real_request(m, u, **kw),
-        )
+
+        async def request(method, url, headers, body=b""):
+            note(method, url, headers)
+            return await real_request(method, url, headers, body)
+
+        monkeypatch.setattr(pool, "request", request)
     return seen
 
 
