@@ -138,6 +138,10 @@ class AzureCore(Remote):
         quoted = "/".join(quote(p, safe="~") for p in path.split("/"))
         return f"{self._url_head}{quoted}{self._url_query}"
 
+    def _dir_url(self, path: str) -> str:
+        """What `self._dir(path).url` is (SDK quoting: the path as one part, `/` too)."""
+        return f"{self._url_head}{quote(path, safe='~')}{self._url_query}"
+
     @property
     def stats(self) -> dict[str, Any]:
         """Raw per-call counters: {"calls": {op: n}, "errors": {cls: n}, "http_requests",

@@ -15,7 +15,37 @@ from collections.abc import Mapping
 
 from remote.azure_core import MAYBE_DIR, AzureCore, SdkKwargs, norm
 from remote.azure_parse import entry_from_headers, format_smb_time
+from remote.azure_short import ShortPath
 from remote.base import NotFound, RemoteEntry, RemoteError
+
+
+def dir_headers(
+    metadata: Mapping[str, str] | None,
+    attributes: str | None,
+    times: Mapping[str, str],
+    *,
+    create: bool,
+) -> dict[str, str]:
+    """Create Directory's or Set Directory Properties' headers as the SDK sends them: at
+    creation only what is given (the service's defaults: inherited permission, now, no
+    attributes); when set again, "preserve" for what is not given."""
+    if create:
+        given = {
+            "x-ms-file-attributes": attributes,
+            "x-ms-file-creation-time": times.get("file_creation_time"),
+            "x-ms-file-last-write-time": times.get("file_last_write_time"),
+        }
+        headers = {k: v for k, v in given.items() if v}
+    else:
+        headers = {
+            "x-ms-file-permission": "preserve",
+            "x-ms-file-attributes": attributes or "preserve",
+            "x-ms-file-creation-time": times.get("file_creation_time", "preserve"),
+            "x-ms-file-last-write-time": times.get("file_last_write_time", "preserve"),
+        }
+    for k, v in (metadata or {}).items():
+        headers[f"x-ms-meta-{k}"] = v
+    return headers
 
 
 class AzureDirectories(AzureCore):
@@ -43,10 +73,25 @@ class AzureDirectories(AzureCore):
                 self._dir(path).create_directory, metadata=metadata, **extra, **kw
             )
 
+        unsure = False  # the short path's request may have made it before its answer was lost
+        headers: Mapping[str, str] | None = None
+        if self._short is not None and path:
+            props = dir_headers(metadata, attributes, extra, create=True)
+
+            async def short_way(short: ShortPath) -> Mapping[str, str] | None:
+                nonlocal unsure
+                answer = await short.create_dir(
+                    self._dir_url(path), props, trailing_dot=self._share.allow_trailing_dot
+                )
+                unsure = answer is None
+                return answer.headers if answer is not None and answer.status == 201 else None
+
+            headers = await self._natively("create_directory", short_way, shield=True)
         try:
-            headers = await self._call("create_directory", path, run)
+            if headers is None:
+                headers = await self._call("create_directory", path, run)
         except RemoteError as exc:
-            if exc.retried and exc.code == "ResourceAlreadyExists":
+            if (exc.retried or unsure) and exc.code == "ResourceAlreadyExists":
                 entry = await self.stat(path)  # our own first attempt created it
                 if entry.is_dir:
                     return entry

@@ -19,6 +19,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.fileshare import ContentSettings, ShareFileClient
 
 from remote.azure_core import MAYBE_DIR, AzureCore, SdkKwargs, lease_kw, norm
+from remote.azure_dirs import dir_headers
 from remote.azure_parse import _header, entry_from_headers, format_smb_time
 from remote.azure_short import ShortPath
 from remote.azure_transport import MAX_RANGE
@@ -371,6 +372,18 @@ class AzureFileWrites(AzureCore):
             except RemoteError as exc:
                 if exc.code != "ResourceTypeMismatch":
                     raise
+        if props and self._short is not None and path:
+            times = {"file_last_write_time": lw or "preserve", "file_creation_time": created}
+            headers = dir_headers(None, attributes, times, create=False)
+            done = await self._natively(
+                "set_directory_properties",
+                lambda short: short.set_dir_properties(
+                    self._dir_url(path), headers, trailing_dot=self._share.allow_trailing_dot
+                ),
+            )
+            if done is not None:
+                props = False
+                etag = _header(done, "etag") or ""
         if props:
 
             def run_times(kw: SdkKwargs) -> str:

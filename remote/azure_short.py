@@ -5,8 +5,9 @@ requests); signed here and sent on a urllib3 pool in a worker thread it cost a t
 (scripts/bench_recall.py, the notes of issues 14 and 16), and on trio's own sockets with h11
 (remote/http11.py), in the caller's task, a third of that again: ~0.45 ms against ~1.4 ms of
 CPU per call with 16 calls in flight (notes/perf-session7.md). The calls that take this way
-are the ones a recall, a cold read and a new small file are made of: ranged GET, and Create
-File, Put Range and Rename File for `create_filled`. Every other call stays on the SDK.
+are the ones a recall, a cold read, a new small file and a tree of new directories are made
+of: ranged GET; Create File, Put Range and Rename File for `create_filled`; Create Directory
+and Set Directory Properties. Every other call stays on the SDK.
 
 Each serves only the plain success (the status the service answers a success with, and for a
 GET the whole body). Anything else (an error status, a refused or cut connection, a short body)
@@ -161,6 +162,29 @@ class ShortPath:
         _trailing(headers, trailing_dot, source_trailing_dot)
         resp = await self._send("PUT", _with_query(dst_url, "comp=rename"), headers)
         return self._expect(resp, OK)
+
+    async def create_dir(
+        self, url: str, props: Mapping[str, str], *, trailing_dot: bool | None
+    ) -> Answer | None:
+        """Create Directory at `url` (the SDK directory client's URL) with `props`
+        (x-ms-file-* and x-ms-meta-* headers): the service's answer whatever its status, or
+        None when the exchange broke (the directory may have been made: the caller's SDK
+        call then treats "already exists" as possibly its own)."""
+        headers = {**props}
+        _trailing(headers, trailing_dot, None)
+        resp = await self._send("PUT", _with_query(url, "restype=directory"), headers)
+        self._expect(resp, CREATED)
+        return resp
+
+    async def set_dir_properties(
+        self, url: str, props: Mapping[str, str], *, trailing_dot: bool | None
+    ) -> Mapping[str, str] | None:
+        """Set Directory Properties (the x-ms-file-* headers in `props`): the response
+        headers, or None (then the caller asks the SDK; setting them twice is harmless)."""
+        headers = {**props}
+        _trailing(headers, trailing_dot, None)
+        url = _with_query(url, "restype=directory&comp=properties")
+        return self._expect(await self._send("PUT", url, headers), OK)
 
     async def _send(
         self, method: str, url: str, headers: dict[str, str], body: bytes | memoryview = b""

@@ -10,7 +10,7 @@ import os
 import pytest
 
 from remote.azure import AzureOptions
-from remote.base import NotFound
+from remote.base import AlreadyExists, NotFound
 from remote.credentials import open_remote
 from tests.remote.conftest import FAST
 from tests.sas import share_sas
@@ -34,7 +34,7 @@ async def test_reads_are_signed_here_for_any_name(remote, name):
     assert await remote.read(f"d ir/{name}", 12_345, 1000) == DATA[12_345:13_345]
     # a range running past the end gets what there is
     assert await remote.read(f"d ir/{name}", len(DATA) - 10, 100) == DATA[-10:]
-    assert remote._short.stats == {"fast": 3, "fallbacks": 0}
+    assert remote._short.stats == {"fast": 4, "fallbacks": 0}  # the mkdir and three reads
 
 
 async def test_a_sas_url_reads_on_the_short_path(emulator, share_name, remote):
@@ -159,9 +159,60 @@ async def test_a_new_file_goes_the_short_way_as_the_sdk_would_send_it(
         assert files["short"] == files["sdk"]
         assert requests["short"] == requests["sdk"]
         assert [m for m, _, _ in requests["short"]] == ["PUT"] * 4
-        assert remote._short.stats == {"fast": 5, "fallbacks": 0}  # 4 calls and the read
+        # the mkdir, 4 calls and the read
+        assert remote._short.stats == {"fast": 6, "fallbacks": 0}
     finally:
         await sdk.aclose()
+
+
+@pytest.mark.parametrize("name", ["plain", "with space é", "plus+amp&"])
+async def test_new_directories_go_the_short_way_as_the_sdk_would_send_them(
+    emulator, share_name, remote, monkeypatch, name
+):
+    """Create Directory and Set Directory Properties on the short path send what the SDK
+    sends, request by request, and leave the same directory on the share."""
+    sdk = await open_remote(
+        emulator.share_url(share_name), options=AzureOptions(short_path=False), env={}
+    )
+    try:
+        dirs, requests = {}, {}
+        for who, r in (("short", remote), ("sdk", sdk)):
+            await r.mkdir(who)
+            seen = _sent(monkeypatch, r)
+            made = await r.mkdir(
+                f"{who}/{name}",
+                metadata={"fsync_mode": "40750", "fsync_uid": "1000"},
+                attributes="Hidden",
+                creation_ns=1_700_000_000_000_000_100,
+            )
+            await r.mkdir(f"{who}/{name}/plain")
+            await r.set_properties(
+                f"{who}/{name}", last_write_ns=1_765_000_000_123_456_700, is_dir=True
+            )
+            got = await r.stat(f"{who}/{name}")
+            assert got.file_id == made.file_id
+            dirs[who] = (got.attributes, got.last_write_ns, got.creation_ns, got.metadata)
+            requests[who] = [(m, u.replace(f"/{who}%2F", "/X%2F"), h) for m, u, h in seen[:3]]
+        assert dirs["short"] == dirs["sdk"]
+        assert dirs["short"][1] == 1_765_000_000_123_456_700
+        assert requests["short"] == requests["sdk"]
+        assert remote._short.stats == {"fast": 4, "fallbacks": 0}  # 3 mkdirs, 1 properties
+        # an existing name is the SDK's answer (ResourceAlreadyExists), never success
+        with pytest.raises(AlreadyExists):
+            await remote.mkdir(f"short/{name}")
+        assert remote._short.stats == {"fast": 4, "fallbacks": 1}
+    finally:
+        await sdk.aclose()
+
+
+async def test_a_directory_made_before_its_answer_was_lost_is_ours(emulator, remote):
+    emulator.set_faults(drop_ops={"CreateDirectory": 1})  # made, but the answer never comes
+    try:
+        made = await remote.mkdir("lost answer")
+    finally:
+        emulator.clear_faults()
+    assert made.is_dir and (await remote.stat("lost answer")).file_id == made.file_id
+    assert remote._short.stats == {"fast": 0, "fallbacks": 1}
 
 
 @pytest.mark.parametrize("sas", [False, True])
@@ -173,6 +224,7 @@ async def test_file_urls_are_spelled_as_the_sdk_spells_them(emulator, share_name
     try:
         for path in ["a", "d ir/f~x.txt", "100%/#hash?&=+", "日本/子 é.txt", "x/.fsync-new-1-2"]:
             assert r._file_url(path) == r._file(path).url, path
+            assert r._dir_url(path) == r._dir(path).url, path
     finally:
         if sas:
             await r.aclose()
