@@ -164,10 +164,11 @@ class DataFiles:
         finally:
             os.close(fd)
 
-    def dup_for_sync(self, data_ids: list[int]) -> list[int]:
-        """Duplicated fds of open files, for a datasync in a worker thread (the originals may
-        be closed by the LRU meanwhile; a dup keeps the file description alive)."""
-        return [os.dup(self._fds[d]) for d in data_ids if d in self._fds]
+    def dup_for_sync(self, data_ids: list[int]) -> list[tuple[int, int]]:
+        """(data id, duplicated fd) of the open files among `data_ids`, for a datasync in a
+        worker thread (the originals may be closed by the LRU meanwhile; a dup keeps the
+        file description alive)."""
+        return [(d, os.dup(self._fds[d])) for d in data_ids if d in self._fds]
 
     def all_ids(self) -> dict[int, Path]:
         """Every data file on disk by id (recovery: files no record knows are orphans)."""

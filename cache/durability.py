@@ -87,7 +87,9 @@ class Durability(CacheState):
         LMDB environment) and returns what to run once it is durable."""
         linger = self.volatile_linger if _linger is None else _linger
         self._room_for_commit()
-        for data_id in self._unsynced:
+        # (files a commit_async is syncing in its worker thread too: that sync may not be
+        # over, and the claims below must not reach the disk before their data)
+        for data_id in self._unsynced | self._syncing:
             self._data.datasync(data_id)
         self._unsynced.clear()
         idx = self._index
@@ -150,8 +152,20 @@ class Durability(CacheState):
             self._make_room(grow)
 
     async def commit_async(self, *, also: Also | None = None) -> None:
-        """`commit` with the bulk of the data-file syncing done in a worker thread first."""
+        """`commit` with the data-file syncing done in a worker thread first. A file synced
+        there and not written since needs no second sync in `commit`: only files written
+        while the thread ran (they are back in `_unsynced`) are synced again. Until the
+        thread is done its files are `_syncing`, which a `commit` meanwhile syncs itself."""
         fds = self._data.dup_for_sync(list(self._unsynced))
         if fds:
-            await trio.to_thread.run_sync(_datasync_and_close, fds)
+            ids = {data_id for data_id, _fd in fds}
+            self._unsynced -= ids
+            self._syncing |= ids
+            try:
+                await trio.to_thread.run_sync(_datasync_and_close, [fd for _, fd in fds])
+            except BaseException:
+                self._unsynced |= ids  # not known to be synced: the commit syncs them
+                raise
+            finally:
+                self._syncing -= ids
         self.commit(also=also)

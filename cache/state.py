@@ -93,6 +93,7 @@ class CacheState(ABC):
         self._deleted_keys: set[int] = set()
         self._dropped_ids: set[int] = set()
         self._unsynced: set[int] = set()  # data ids written since the last commit
+        self._syncing: set[int] = set()  # data ids commit_async is syncing in a thread
         self._space_event = trio.Event()
         self._limit_cache: tuple[float, int] = (-1e9, max_bytes)  # (when, free-space limit)
         self._hits = 0

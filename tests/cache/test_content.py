@@ -537,3 +537,41 @@ def test_data_files_are_sparse(tmp_path):
         assert os.pread(fd, 10, 100) == bytes(10)
     finally:
         os.close(fd)
+
+
+async def test_commit_async_syncs_each_file_once_unless_written_meanwhile(
+    open_cache, remote, monkeypatch
+):
+    """A file synced in commit_async's worker thread is not synced again by its commit; one
+    written while that thread ran is; and a commit that runs meanwhile syncs the files the
+    thread has not finished with (their claims must never precede their data)."""
+    import cache.durability as durability
+    from cache.datafile import DataFiles
+
+    c = open_cache()
+    for key in (1, 2, 3):
+        await c.write(key, 0, b"x" * 100, fetch=remote.fetch(key))
+    ids = {key: c._files[key].data_id for key in (1, 2, 3)}
+    again: list[int] = []
+    real_sync = DataFiles.datasync
+    monkeypatch.setattr(
+        DataFiles, "datasync", lambda self, d: again.append(d) or real_sync(self, d)
+    )
+    real_thread = durability._datasync_and_close
+
+    def in_thread(fds):
+        # while the thread syncs: a plain commit by another task, then a write to file 2
+        trio.from_thread.run_sync(c.commit)
+        trio.from_thread.run(lambda: c.write(2, 100, b"y", fetch=remote.fetch(2)))
+        real_thread(fds)
+
+    monkeypatch.setattr(durability, "_datasync_and_close", in_thread)
+    await c.commit_async()
+    # the commit meanwhile synced all three (the thread had not); the final commit only 2
+    assert sorted(again) == sorted([*ids.values(), ids[2]])
+    assert not c._syncing and not c._unsynced
+    again.clear()
+    monkeypatch.setattr(durability, "_datasync_and_close", real_thread)
+    await c.write(3, 0, b"z", fetch=remote.fetch(3))
+    await c.commit_async()
+    assert again == []  # synced in the thread only
