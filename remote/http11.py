@@ -54,11 +54,12 @@ class _Conn:
     def reusable(self) -> bool:
         """Idle and still open. An idle connection has nothing to read: readable means the
         server closed it while it waited here (EOF), or sent something unasked (a TLS close)."""
+        poller = select.poll()  # (not select.select: no limit on the fd's number)
+        poller.register(self.fd, select.POLLIN)
         try:
-            readable, _, _ = select.select([self.fd], [], [], 0)
-        except (OSError, ValueError):
+            return not poller.poll(0)
+        except OSError:
             return False
-        return not readable
 
     def close(self) -> None:
         """Close without a graceful TLS shutdown: nothing is owed to a dropped connection."""
