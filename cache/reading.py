@@ -13,7 +13,7 @@ import trio
 from .datafile import overhead_after, page_up, pwrite_all
 from .entry import ABSENT, CLEAN, FILLING, CachedFile, Fill
 from .heat import ACCESS_GAP, HALF_LIFE, RESOLUTION
-from .results import Fetch, FileSlice
+from .results import Fetch, FileSlice, as_bytes
 from .state import FETCH_BUCKETS, CacheState
 from .system import copy_range, punch_hole
 
@@ -175,17 +175,16 @@ class Reading(CacheState):
         off = first << sh
         want = min(last << sh, f.remote_valid) - off
         start = trio.current_time()
-        placed = False  # copied file to file (a FileSlice) and stored
         data: bytes | memoryview | None
         try:
             answer = await fetch(off, want)
+            local = isinstance(answer, FileSlice)  # stored (or not) by _place already
             if isinstance(answer, FileSlice):
                 n = min(answer.length, want)
                 data = self._place(f, fill, answer._replace(length=n))
-                placed = data is None
             else:
+                n = min(len(answer), want)
                 data = memoryview(answer)[:want] if len(answer) > want else answer
-                n = len(answer) if len(answer) < want else want
         except BaseException as exc:
             fill.error = exc
             self._end_fill(f, fill)
@@ -195,7 +194,7 @@ class Reading(CacheState):
         self._fetched += n
         self._fetch_ended(start, n, True)
         fill.data = data
-        if data is not None and not placed and not fill.cancelled and not f.dead:
+        if data is not None and not local and not fill.cancelled and not f.dead:
             self._store_fill(f, fill, data)
         self._end_fill(f, fill)
         self._take(fill, got)
@@ -204,16 +203,14 @@ class Reading(CacheState):
         """A fill whose bytes are in a local file: copied file to file into the data file
         (None: stored, the blocks are CLEAN and every reader preads them); when it cannot be
         stored (no room, a write cancelled the fill, an I/O error) the bytes themselves."""
-        src = os.open(where.path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            if not fill.cancelled and not f.dead and self._store_fill(f, fill, where, src):
-                return None
-            data = os.pread(src, where.length, where.offset)
-        finally:
-            os.close(src)
-        if len(data) < where.length:  # the file shrank under us: not what the remote holds
-            raise OSError(errno.EIO, f"{where.path!r} is shorter than the range it stands for")
-        return data
+        if not fill.cancelled and not f.dead:
+            src = os.open(where.path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if self._store_fill(f, fill, where, src):
+                    return None
+            finally:
+                os.close(src)
+        return as_bytes(where)
 
     def _fetch_ended(self, start: float, nbytes: int, ok: bool) -> None:
         """Count one fetch (CacheStats) and hand it to `on_fetch`, whose errors are logged."""

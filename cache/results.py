@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,14 +21,18 @@ class FileSlice(NamedTuple):
 
 
 def as_bytes(answer: bytes | FileSlice) -> bytes:
-    """A fetch's answer as bytes, for the few callers that need the bytes themselves."""
+    """A fetch's answer as bytes, for the callers that need the bytes themselves. A file
+    shorter than the slice says no longer holds what the remote does: EIO, never zeros."""
     if isinstance(answer, bytes):
         return answer
     fd = os.open(answer.path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        return os.pread(fd, answer.length, answer.offset)
+        data = os.pread(fd, answer.length, answer.offset)
     finally:
         os.close(fd)
+    if len(data) < answer.length:
+        raise OSError(errno.EIO, f"{answer.path!r} is shorter than the range it stands for")
+    return data
 
 
 #: fetch(offset, length) -> remote bytes of [offset, offset+length), shorter at the remote's

@@ -43,8 +43,6 @@ class AzureFilesRemote(AzureReads, AzureFileWrites, AzureDirectories, AzureShare
         )
 
     async def aclose(self) -> None:
-        if self._short is not None:
-            self._short.close()
         if self._owner:
             self._shared.close()
 

@@ -110,11 +110,8 @@ class AzureCore(Remote):
                 proxies=dict(self._shared.session.proxies),
                 account_name=self._share.account_name,
                 api_version=self._share.api_version,
-                pool_size=max(o.max_concurrency + 4, 16),
-                connect_timeout=o.connect_timeout,
-                read_timeout=o.read_timeout,
+                pool=self._shared.pool,
                 count_request=self._shared.stats.count_request,
-                ca_bundle=self._shared.ca_bundle,
             )
             if o.short_path
             else None

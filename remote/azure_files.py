@@ -375,15 +375,15 @@ class AzureFileWrites(AzureCore):
         if props and self._short is not None and path:
             times = {"file_last_write_time": lw or "preserve", "file_creation_time": created}
             headers = dir_headers(None, attributes, times, create=False)
-            done = await self._natively(
+            answered = await self._natively(
                 "set_directory_properties",
                 lambda short: short.set_dir_properties(
                     self._dir_url(path), headers, trailing_dot=self._share.allow_trailing_dot
                 ),
             )
-            if done is not None:
+            if answered is not None:  # (else the SDK sets them below)
                 props = False
-                etag = _header(done, "etag") or ""
+                etag = _header(answered, "etag") or ""
         if props:
 
             def run_times(kw: SdkKwargs) -> str:

@@ -32,12 +32,9 @@ import email.utils
 import hashlib
 import hmac
 import logging
-import ssl
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
-
-from requests.utils import DEFAULT_CA_BUNDLE_PATH
 
 from remote.http11 import Answer, HttpFailure, Pool
 
@@ -64,22 +61,14 @@ class ShortPath:
         account_name: str,
         account_key: str | None,
         api_version: str,
-        pool_size: int,
-        connect_timeout: float,
-        read_timeout: float,
+        pool: Pool,
         count_request: Callable[[], None],
-        ca_bundle: str | None = None,
     ) -> None:
         self._account = account_name
         self._key = base64.b64decode(account_key) if account_key else None
         self._version = api_version
         self._count_request = count_request
-        self._pool = Pool(
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-            ssl_context=ssl.create_default_context(cafile=ca_bundle or DEFAULT_CA_BUNDLE_PATH),
-            max_idle=pool_size,
-        )
+        self._pool = pool  # (the SharedTransport's: its owner closes it)
         self.stats = {"fast": 0, "fallbacks": 0}
 
     @classmethod
@@ -229,9 +218,6 @@ class ShortPath:
         assert self._key is not None
         mac = hmac.new(self._key, to_sign.encode("utf-8"), hashlib.sha256).digest()
         return f"SharedKey {self._account}:{base64.b64encode(mac).decode()}"
-
-    def close(self) -> None:
-        self._pool.close()
 
 
 def _trailing(headers: dict[str, str], dot: bool | None, source_dot: bool | None) -> None:

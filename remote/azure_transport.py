@@ -20,9 +20,11 @@ from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.transport import HttpRequest, HttpResponse, RequestsTransport
 from azure.storage.fileshare._shared.policies import ExponentialRetry
 from requests.adapters import HTTPAdapter
+from requests.utils import DEFAULT_CA_BUNDLE_PATH
 from urllib3.util.retry import Retry
 
 from remote.base import RemoteError
+from remote.http11 import Pool
 
 MAX_RANGE = 4 * 1024 * 1024  # Put Range limit
 
@@ -141,6 +143,13 @@ class SharedTransport:
             use_env_settings=False,
             connection_verify=self.ca_bundle or True,
         )
+        #: the short path's connections (azure_short), shared by the share and its views
+        self.pool = Pool(
+            connect_timeout=options.connect_timeout,
+            read_timeout=options.read_timeout,
+            cafile=self.ca_bundle or DEFAULT_CA_BUNDLE_PATH,
+            max_idle=pool,
+        )
         self.limiter = trio.CapacityLimiter(options.max_concurrency)
         self.stats = CallStats()
         self.headers = ResponseHeaders()
@@ -179,3 +188,4 @@ class SharedTransport:
         if not self.closed:
             self.closed = True
             self.session.close()
+            self.pool.close()

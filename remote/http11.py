@@ -69,20 +69,22 @@ class _Conn:
 class Pool:
     """Connections per (scheme, host, port), opened on demand, kept while idle (at most
     `max_idle` per origin). Belongs to one trio run: connections of another run (a test's
-    earlier one) are closed, never used."""
+    earlier one) are closed, never used. One per SharedTransport: a share and its snapshot
+    views use the same connections."""
 
     def __init__(
         self,
         *,
         connect_timeout: float,
         read_timeout: float,
-        ssl_context: ssl.SSLContext | None = None,
+        cafile: str | None = None,
         max_idle: int = DEFAULT_IDLE,
     ) -> None:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.max_idle = max_idle
-        self._ssl = ssl_context
+        self._cafile = cafile  # None: the system's certificates
+        self._ssl: ssl.SSLContext | None = None  # made at the first https connection (~20 ms)
         self._idle: dict[tuple[str, str, int], list[_Conn]] = {}
         self._token: object = None
         self.opened = 0  # connections opened (tests: reuse)
@@ -159,9 +161,8 @@ class Pool:
             if ev is h11.NEED_DATA:
                 with trio.fail_after(self.read_timeout):
                     data = await conn.stream.receive_some(_RECEIVE)
-                h.receive_data(
-                    cast(bytes, data)
-                )  # b"": EOF, which h11 turns into an error mid-message
+                # (b"" is EOF, which h11 turns into an error mid-message)
+                h.receive_data(cast(bytes, data))
                 continue
             if isinstance(ev, h11.Response):
                 status = ev.status_code
@@ -203,8 +204,11 @@ class Pool:
                 tcp.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
                 stream: trio.abc.Stream = tcp
                 if scheme == "https":
-                    ctx = self._ssl or ssl.create_default_context()
-                    tls = trio.SSLStream(tcp, ctx, server_hostname=host, https_compatible=True)
+                    if self._ssl is None:
+                        self._ssl = ssl.create_default_context(cafile=self._cafile)
+                    tls = trio.SSLStream(
+                        tcp, self._ssl, server_hostname=host, https_compatible=True
+                    )
                     await tls.do_handshake()
                     stream = tls
         except (OSError, trio.BrokenResourceError, ssl.SSLError) as exc:

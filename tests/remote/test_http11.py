@@ -12,6 +12,7 @@ import h11
 import pytest
 import trio
 import trustme
+from requests.utils import DEFAULT_CA_BUNDLE_PATH
 
 from remote.credentials import open_remote
 from remote.http11 import HttpFailure, Pool
@@ -173,6 +174,6 @@ async def test_https_with_the_certificates_the_sdk_trusts(nursery, emulator, sha
     finally:
         await r.aclose()
     # a server certificate nobody here trusts is refused, never read from
-    untrusting = Pool(connect_timeout=2, read_timeout=5, ssl_context=ssl.create_default_context())
+    untrusting = Pool(connect_timeout=2, read_timeout=5, cafile=DEFAULT_CA_BUNDLE_PATH)
     with pytest.raises(HttpFailure, match="CERTIFICATE_VERIFY_FAILED"):
         await untrusting.request("GET", f"https://127.0.0.1:{port}/", {})
