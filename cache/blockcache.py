@@ -128,6 +128,7 @@ class BlockCache(Reading, Writing, DirtyBlocks, Eviction, Tiering, Durability):
                     if index.was_clean:
                         index.mark_clean_shutdown()  # nothing changed: no recovery next time
                     raise
+            self.recovered = not index.was_clean
             if not index.was_clean:
                 log.warning("cache %s was not closed cleanly: reconciling", path)
                 recovery.reconcile(index, self._data, block_size)

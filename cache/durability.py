@@ -19,8 +19,8 @@ from .state import CacheState
 from .system import datasync
 
 #: another module's records written into a commit's transaction; returns what to run once
-#: the transaction is durable (BlockCache.commit `also`)
-Also = Callable[[Any], Callable[[], None]]
+#: the transaction is durable, or None when it had nothing to write (BlockCache.commit `also`)
+Also = Callable[[Any], Callable[[], None] | None]
 
 
 def _datasync_and_close(fds: list[int]) -> None:
@@ -92,48 +92,91 @@ class Durability(CacheState):
         for data_id in self._unsynced | self._syncing:
             self._data.datasync(data_id)
         self._unsynced.clear()
-        idx = self._index
         now = time.monotonic()
-        with self.env.begin(write=True) as txn:
-            for key in self._deleted_keys:
-                if key not in self._files:
-                    txn.delete(key_bytes(key), db=idx.files)
-            for data_id in self._dropped_ids:
-                idx.delete_blocks_of(txn, data_id)
-                txn.delete(key_bytes(data_id), db=idx.volatile)
-                self._volatile.discard(data_id)
-            for f in self._pending_files:
-                st = f.states
-                assert st is not None
-                durable = f.durable
-                f.grow(len(st))
-                for b in f.pending:
-                    s = st[b] if b < len(st) else ABSENT
-                    if s >= CLEAN:
-                        txn.put(
-                            block_key(f.data_id, b), block_val(s, self._alloc(f, b)), db=idx.blocks
-                        )
-                        durable[b] = s
-                    elif durable[b] != ABSENT:
-                        txn.delete(block_key(f.data_id, b), db=idx.blocks)
-                        durable[b] = ABSENT
-                f.pending.clear()
-            for f in self._meta_dirty:
-                txn.put(key_bytes(f.key), f.record().pack(), db=idx.files)
-            for data_id in list(self._volatile):
-                owner = self._by_id.get(data_id)
-                if owner is None or now - owner.last_mut >= linger:
-                    txn.delete(key_bytes(data_id), db=idx.volatile)
-                    self._volatile.discard(data_id)
+        leaving = [
+            data_id
+            for data_id in self._volatile
+            if (owner := self._by_id.get(data_id)) is None or now - owner.last_mut >= linger
+        ]
+        txn = self.env.begin(write=True)
+        try:
+            wrote = self._write_changes(txn, leaving)
             after = also(txn) if also is not None else None
+        except BaseException:
+            txn.abort()
+            raise
+        if wrote or after is not None:
+            txn.commit()
+        else:
+            # nothing changed since the last commit (an fsync of a directory, a second fsync):
+            # no transaction, but the sync below still makes durable the meta page of any
+            # transaction committed meanwhile without one (the namespace's, metasync=False)
+            txn.abort()
         self.env.sync(True)
         if after is not None:
             after()
-        self._footprint.refresh_index()
+        if wrote or after is not None:
+            self._footprint.refresh_index()
+        if self._doomed:  # their claims were in this transaction (`_dropped_ids`)
+            self._unlink_doomed()
         self._deleted_keys.clear()
         self._dropped_ids.clear()
         self._pending_files.clear()
         self._meta_dirty.clear()
+
+    def _write_changes(self, txn: Any, leaving: list[int]) -> bool:
+        """The claims and records changed since the last commit into `txn` (commit);
+        `leaving`: the data ids that leave the volatile set. Whether it wrote anything."""
+        idx = self._index
+        wrote = bool(leaving or self._deleted_keys or self._dropped_ids or self._meta_dirty)
+        for key in self._deleted_keys:
+            if key not in self._files:
+                txn.delete(key_bytes(key), db=idx.files)
+        for data_id in self._dropped_ids:
+            idx.delete_blocks_of(txn, data_id)
+            txn.delete(key_bytes(data_id), db=idx.volatile)
+            self._volatile.discard(data_id)
+        for f in self._pending_files:
+            st = f.states
+            assert st is not None
+            durable = f.durable
+            f.grow(len(st))
+            for b in f.pending:
+                s = st[b] if b < len(st) else ABSENT
+                if s >= CLEAN:
+                    txn.put(block_key(f.data_id, b), block_val(s, self._alloc(f, b)), db=idx.blocks)
+                    durable[b] = s
+                    wrote = True
+                elif durable[b] != ABSENT:
+                    txn.delete(block_key(f.data_id, b), db=idx.blocks)
+                    durable[b] = ABSENT
+                    wrote = True
+            f.pending.clear()
+        for f in self._meta_dirty:
+            txn.put(key_bytes(f.key), f.record().pack(), db=idx.files)
+        for data_id in leaving:
+            txn.delete(key_bytes(data_id), db=idx.volatile)
+            self._volatile.discard(data_id)
+        return wrote
+
+    def _release_doomed(self) -> None:
+        """Free the data files of deleted files now rather than at the next commit: their
+        claims withdrawn in a synced transaction first (INVARIANTS.md 3), then unlinked. For
+        when their room is needed (`_make_room`)."""
+        if not self._doomed:
+            return
+        with self.env.begin(write=True) as txn:
+            for data_id in self._doomed:
+                self._index.delete_blocks_of(txn, data_id)
+        self.env.sync(True)
+        self._unlink_doomed()
+
+    def _unlink_doomed(self) -> None:
+        for data_id, held in self._doomed.items():
+            self._data.unlink(data_id)
+            self._used -= held
+        self._doomed.clear()
+        self._space_freed()
 
     def _room_for_commit(self) -> None:
         """A commit writing many records may grow the index by more than the headroom kept

@@ -178,9 +178,25 @@ class FS(pyfuse3.Operations):
                 # a name the listing lacks: maybe created elsewhere since (--attr-timeout)
                 await self.lister.ensure(parent_inode, refresh_stale=True, strict=True)
                 rec = self.ns.lookup(parent_inode, text)
-        if rec is None:
-            raise pyfuse3.FUSEError(errno.ENOENT)
+                prec = self.ns.get(parent_inode)
+            if rec is None:
+                return self._negative(parent_inode, name, prec)
         return self._counted(rec)
+
+    def _negative(self, parent: int, name: bytes, prec: Inode | None) -> pyfuse3.EntryAttributes:
+        """No such name. The kernel may remember that (an entry with inode 0) for as long as
+        the listing that says so counts as fresh for a miss (--attr-timeout), sparing the
+        lookups that follow (SQLite's journal, searches along a path); a name a listing
+        brings in later is pushed out of the kernel at once (notify.py)."""
+        left = self.lister.fresh_for(prec.listed_ns) if prec is not None else 0.0
+        log.debug("lookup %r in %d: no such name (kept by the kernel %.2fs)", name, parent, left)
+        if left <= 0:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        a = pyfuse3.EntryAttributes()
+        a.st_ino = pyfuse3.InodeT(0)
+        a.entry_timeout = left
+        a.attr_timeout = 0
+        return a
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         for ino, n in inode_list:

@@ -88,6 +88,12 @@ class Lister(TaskOwner):
         ttl = self.ttl_ns if strict else self.list_ttl_ns
         return bool(listed_ns) and time.time_ns() - listed_ns < ttl
 
+    def fresh_for(self, listed_ns: int) -> float:
+        """Seconds a listing made at `listed_ns` stays fresh for a miss (--attr-timeout)."""
+        if not listed_ns:
+            return 0.0
+        return max(0.0, (self.ttl_ns - (time.time_ns() - listed_ns)) / 1e9)
+
     async def ensure(self, ino: int, *, refresh_stale: bool, strict: bool = False) -> None:
         """Make sure directory `ino` has a listing: load it if it never had one; when stale
         (older than the listing TTL, or --attr-timeout if `strict`), refresh now

@@ -2,9 +2,10 @@
 
 A call through the SDK's pipeline costs ~1.6 ms of CPU (generated operation, a dozen policies,
 requests); signed here and sent on a urllib3 pool in a worker thread it cost a third of that
-(scripts/bench_recall.py, the notes of issues 14 and 16), and on trio's own sockets with h11
+(scripts/bench_recall.py, the notes of issues 14 and 16), and on trio's own sockets
 (remote/http11.py), in the caller's task, a third of that again: ~0.45 ms against ~1.4 ms of
-CPU per call with 16 calls in flight (notes/perf-session7.md). The calls that take this way
+CPU per call with 16 calls in flight (notes/perf-session7.md; less since its replies are
+parsed by httptools, notes/perf-session8.md). The calls that take this way
 are the ones a recall, a cold read, a new small file and a tree of new directories are made
 of: ranged GET; Create File, Put Range and Rename File for `create_filled`; Create Directory
 and Set Directory Properties. Every other call stays on the SDK.

@@ -1,15 +1,18 @@
 """HTTP/1.1 on trio's own sockets, for the short path's hot calls (azure_short.py).
 
-h11 does the protocol; this module keeps connections per origin and bounds each step in
-time. A call costs about a third of the CPU of the same request on urllib3 in a worker
-thread (no thread hop, no GIL handover between 16 threads, no email-parser header parsing:
-notes/perf-session7.md), and it runs in the caller's task, so many calls are in flight at
-once on one thread.
+Replies are parsed by httptools (llhttp, in C: about half the CPU of h11's pure-Python
+parser and event objects, notes/perf-session8.md); requests are written here, checked for
+characters that would split a header. This module keeps connections per origin and bounds
+each step in time. A call costs a fraction of the CPU of the same request on urllib3 in a
+worker thread (no thread hop, no GIL handover between 16 threads, no email-parser header
+parsing: notes/perf-session7.md), and it runs in the caller's task, so many calls are in
+flight at once on one thread.
 
 What it is not: a general HTTP client. No redirects, no proxies, no retries, no chunked
-request bodies, no 100-continue. Every failure (refused or cut connection, timeout, a reply
-h11 cannot parse) raises `HttpFailure` and the connection is dropped; the short path then
-hands the call to the SDK, whose retries and errors apply.
+request bodies, no 100-continue, no HEAD (a reply's body is read by its framing). Every
+failure (refused or cut connection, timeout, a reply that does not parse) raises
+`HttpFailure` and the connection is dropped; the short path then hands the call to the SDK,
+whose retries and errors apply.
 """
 
 from __future__ import annotations
@@ -19,16 +22,17 @@ import socket
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import cast
 from urllib.parse import urlsplit
 
-import h11
+import httptools
 import trio
 from requests.structures import CaseInsensitiveDict
 
 #: idle connections kept per origin beyond what is in use
 DEFAULT_IDLE = 16
 _RECEIVE = 256 * 1024
+#: a body up to this size goes out in one send with the head (one segment, one syscall)
+_COALESCE = 64 * 1024
 
 
 class HttpFailure(Exception):
@@ -42,13 +46,57 @@ class Answer:
     body: bytes
 
 
+class _Reply:
+    """One reply, as httptools' callbacks deliver it (a header arrives whole, even when it
+    was split between two reads)."""
+
+    __slots__ = ("headers", "chunks", "done", "keep", "status", "parser")
+
+    def __init__(self) -> None:
+        self.headers: CaseInsensitiveDict[str] = CaseInsensitiveDict()
+        self.chunks: list[bytes] = []
+        self.done = False
+        self.keep = False
+        self.status = 0
+        self.parser: httptools.HttpResponseParser | None = None
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers[name.decode("latin-1")] = value.decode("latin-1")
+
+    def on_body(self, body: bytes) -> None:
+        self.chunks.append(body)
+
+    def on_message_complete(self) -> None:
+        # (asked here: once the parser is past the message, it has forgotten)
+        assert self.parser is not None
+        self.status = self.parser.get_status_code()
+        self.keep = self.parser.should_keep_alive()
+        self.done = True
+
+
+def _head(method: str, target: str, host: str, headers: Mapping[str, str], length: int) -> bytes:
+    """The request line and headers. A CR or LF in any of them would end a line early and
+    let a value forge a header: refused (HttpFailure, and the SDK sends the call)."""
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {host}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    if length and "Content-Length" not in headers:
+        lines.append(f"Content-Length: {length}")
+    text = "\r\n".join(lines)
+    if text.count("\n") != len(lines) - 1 or text.count("\r") != len(lines) - 1:
+        raise HttpFailure("a CR or LF inside the request line or a header")
+    text += "\r\n\r\n"
+    try:
+        return text.encode("ascii")
+    except UnicodeEncodeError:
+        raise HttpFailure("a header that is not ASCII") from None
+
+
 class _Conn:
-    __slots__ = ("stream", "h11", "fd", "_tcp")
+    __slots__ = ("stream", "fd", "_tcp")
 
     def __init__(self, stream: trio.abc.Stream, tcp: trio.SocketStream) -> None:
         self.stream = stream
         self.fd = tcp.socket.fileno()
-        self.h11 = h11.Connection(h11.CLIENT)
         self._tcp = tcp
 
     def reusable(self) -> bool:
@@ -106,16 +154,14 @@ class Pool:
         target = parts.path or "/"
         if parts.query:
             target += "?" + parts.query
+        head = _head(method, target, parts.netloc, headers, len(body))
         conn = await self._checkout(origin)
         ok = False
         try:
-            answer = await self._exchange(conn, method, target, parts.netloc, headers, body)
-            ok = conn.h11.our_state is h11.DONE and conn.h11.their_state is h11.DONE
-            if ok:
-                conn.h11.start_next_cycle()
+            answer, ok = await self._exchange(conn, head, body)
             return answer
         except (
-            h11.ProtocolError,
+            httptools.HttpParserError,
             OSError,
             trio.BrokenResourceError,
             trio.ClosedResourceError,
@@ -130,51 +176,27 @@ class Pool:
                 conn.close()
 
     async def _exchange(
-        self,
-        conn: _Conn,
-        method: str,
-        target: str,
-        host: str,
-        headers: Mapping[str, str],
-        body: bytes | memoryview,
-    ) -> Answer:
-        h = conn.h11
-        fields = [("Host", host), *headers.items()]
-        if body and "Content-Length" not in headers:
-            fields.append(("Content-Length", str(len(body))))
-        out = h.send(h11.Request(method=method, target=target, headers=fields))
+        self, conn: _Conn, head: bytes, body: bytes | memoryview
+    ) -> tuple[Answer, bool]:
+        """The answer, and whether the connection may carry another request."""
         with trio.fail_after(self.read_timeout):
-            if body:
-                await conn.stream.send_all(out)
-                # the body as it is (passthrough: no copy into a framing buffer)
-                for piece in h.send_with_data_passthrough(h11.Data(data=cast(bytes, body))) or ():
-                    await conn.stream.send_all(piece)
-                out = h.send(h11.EndOfMessage())
+            if body and len(body) > _COALESCE:
+                await conn.stream.send_all(head)
+                await conn.stream.send_all(body)  # as it is: no copy into a framing buffer
             else:
-                out += h.send(h11.EndOfMessage())
-            await conn.stream.send_all(out)
-        status = 0
-        got: CaseInsensitiveDict[str] = CaseInsensitiveDict()
-        chunks: list[bytes] = []
-        while True:
-            ev = h.next_event()
-            if ev is h11.NEED_DATA:
+                await conn.stream.send_all(head + bytes(body) if body else head)
+        reply = _Reply()
+        reply.parser = parser = httptools.HttpResponseParser(reply)
+        try:
+            while not reply.done:
                 with trio.fail_after(self.read_timeout):
                     data = await conn.stream.receive_some(_RECEIVE)
-                # (b"" is EOF, which h11 turns into an error mid-message)
-                h.receive_data(cast(bytes, data))
-                continue
-            if isinstance(ev, h11.Response):
-                status = ev.status_code
-                for name, value in ev.headers:
-                    got[name.decode("latin-1")] = value.decode("latin-1")
-            elif isinstance(ev, h11.Data):
-                chunks.append(bytes(ev.data))
-            elif isinstance(ev, h11.EndOfMessage):
-                return Answer(status, got, b"".join(chunks))
-            elif isinstance(ev, h11.ConnectionClosed):
-                raise HttpFailure("the server closed the connection")
-            # h11.InformationalResponse (1xx): skipped
+                if not data:
+                    raise HttpFailure("the server closed the connection")
+                parser.feed_data(data)
+        finally:
+            reply.parser = None  # (no reference cycle left for the garbage collector)
+        return Answer(reply.status, reply.headers, b"".join(reply.chunks)), reply.keep
 
     async def _checkout(self, origin: tuple[str, str, int]) -> _Conn:
         token = trio.lowlevel.current_trio_token()

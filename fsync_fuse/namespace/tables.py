@@ -194,14 +194,15 @@ class Tables:
             else:
                 self._remember(ino, written)
 
-    def write_pending(self, txn: Txn) -> Callable[[], None]:
+    def write_pending(self, txn: Txn) -> Callable[[], None] | None:
         """Put the write-behind records into another module's transaction in this
         environment: the cache's commit (fs.py `_commit`), so that one synced transaction
         makes the records and the cache index durable together, instead of two. Returns
         what to run once that committed; until then the records stay pending (a failed
-        commit leaves them for the next one). Synchronous from here to the commit."""
+        commit leaves them for the next one); None when there is nothing to write.
+        Synchronous from here to the commit."""
         if not (self._pending or self._deferred):
-            return lambda: None
+            return None
         records: dict[int, Inode | None] = {}
         self._put_pending(txn, records)
 

@@ -52,7 +52,7 @@ class WriteBack:
         leases: Leases | None,
         parallel_files: int = 8,
         parallel_ranges: int = 8,
-        parallel_ops: int = 8,
+        parallel_ops: int = 16,
         max_backoff: float = 30.0,
     ) -> None:
         self.ns = ns

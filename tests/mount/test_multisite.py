@@ -83,6 +83,26 @@ def test_changes_at_one_site_show_at_the_other(mounter, share_url, share):
     assert a.stop() == 0 and b.stop() == 0
 
 
+def test_a_missing_name_is_remembered_by_the_kernel_until_it_appears(mounter, share_url, share):
+    """A lookup that finds no such name lets the kernel remember that while the directory's
+    listing counts as fresh for a miss (--attr-timeout): looking again costs the daemon
+    nothing (its handler logs each miss with --debug). A name created elsewhere meanwhile is
+    pushed out of the kernel by the poll that finds it."""
+    b = mounter(
+        share_url, "b", "cache-b", ["--poll-interval", "1", "--attr-timeout", "60", "--debug"]
+    )
+    share.put("neg/present.txt", b"here")
+    assert os.listdir(b.mnt / "neg") == ["present.txt"]
+    for _ in range(20):
+        assert not os.path.exists(b.mnt / "neg" / "absent.txt")
+    share.put("neg/absent.txt", b"now here")
+    eventually(lambda: os.path.exists(b.mnt / "neg" / "absent.txt"), what="the new name")
+    assert read(b.mnt / "neg" / "absent.txt") == b"now here"
+    assert b.stop() == 0
+    log = b.log_path.read_text().splitlines()
+    assert len([x for x in log if "absent.txt" in x and "no such name" in x]) == 1
+
+
 def test_sync_now_forces_a_pass(mounter, share_url, share):
     # No polling and long attribute timeouts: only sync-now can bring the change in.
     b = mounter(share_url, "b", "cache-b", ["--poll-interval", "0", "--attr-timeout", "60"])

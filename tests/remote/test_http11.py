@@ -68,6 +68,59 @@ async def _one_shot_server(task_status=trio.TASK_STATUS_IGNORED):
     await trio.serve_listeners(handle, listeners)
 
 
+async def _dribbling_server(reply: bytes, task_status=trio.TASK_STATUS_IGNORED):
+    """Answers every request on a connection with `reply`, sent a few bytes at a time (a
+    header or a chunk split between reads), and keeps the connection open."""
+
+    async def handle(stream):
+        buf = b""
+        while True:
+            while b"\r\n\r\n" not in buf:
+                got = await stream.receive_some(65536)
+                if not got:
+                    return
+                buf += got
+            buf = buf.split(b"\r\n\r\n", 1)[1]
+            for i in range(0, len(reply), 3):
+                await stream.send_all(reply[i : i + 3])
+                await trio.sleep(0)
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    task_status.started(listeners[0].socket.getsockname()[1])
+    await trio.serve_listeners(handle, listeners)
+
+
+async def test_replies_split_anywhere_and_chunked_are_read_whole(nursery):
+    reply = (
+        b'HTTP/1.1 201 Created\r\nx-ms-request-id: abc\r\nETag: "0x8D"\r\n'
+        b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+    )
+    port = await nursery.start(_dribbling_server, reply)
+    pool = Pool(connect_timeout=2, read_timeout=5)
+    for _ in range(3):
+        got = await pool.request("GET", f"http://127.0.0.1:{port}/x", {"x-ms-version": "1"})
+        assert (got.status, got.body) == (201, b"hello world")
+        assert got.headers["etag"] == '"0x8D"' and got.headers["X-MS-REQUEST-ID"] == "abc"
+    assert pool.opened == 1  # kept alive between them
+    pool.close()
+
+
+async def test_a_header_that_would_split_the_request_is_refused(nursery):
+    """A CR or LF in a value (metadata from a file's attributes, say) would end the header
+    early and forge another: never sent (the SDK gets the call and refuses it its way)."""
+    port = await nursery.start(_dribbling_server, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    pool = Pool(connect_timeout=2, read_timeout=5)
+    for bad in ({"x-ms-meta-a": "1\r\nx-ms-meta-b: 2"}, {"x-ms-meta-a": "1\n"}, {"a\rb": "1"}):
+        with pytest.raises(HttpFailure, match="CR or LF"):
+            await pool.request("PUT", f"http://127.0.0.1:{port}/x", bad)
+    with pytest.raises(HttpFailure, match="not ASCII"):
+        await pool.request("PUT", f"http://127.0.0.1:{port}/x", {"x-ms-meta-a": "\u00e9"})
+    assert pool.opened == 0  # refused before any connection was opened
+    got = await pool.request("PUT", f"http://127.0.0.1:{port}/x", {"x-ms-meta-a": "fine"})
+    assert got.status == 200
+    pool.close()
+
+
 async def test_a_connection_the_server_closed_while_idle_is_not_used(nursery):
     port = await nursery.start(_one_shot_server)
     pool = Pool(connect_timeout=2, read_timeout=5)
