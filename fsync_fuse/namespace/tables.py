@@ -124,6 +124,9 @@ class Tables:
         #: (delete); written by the next transaction or `flush`, like `_pending`
         self._deferred: dict[tuple[Database, bytes], bytes | None] = {}
         self._lru: OrderedDict[int, Inode] = OrderedDict()  # recently read records
+        #: the write transaction `_write` has open, and what it wrote so far (`get` answers
+        #: from these and the LRU instead of decoding what LMDB holds: see `get`)
+        self._open: _Tx | None = None
         #: called with a directory's inode whenever one of its entries or a child's record
         #: changes (before the change is visible): readdir answers built earlier are stale
         self.on_dir_change = on_dir_change
@@ -157,11 +160,14 @@ class Tables:
     @contextmanager
     def _write(self, *, discard_unchanged: bool = False) -> Iterator[_Tx]:
         tx = _Tx(self.env.begin(write=True), discard_unchanged=discard_unchanged)
+        outer, self._open = self._open, tx
         try:
             yield tx
         except BaseException:
             tx.txn.abort()
             raise
+        finally:
+            self._open = outer
         if tx.discard_unchanged and not tx.changed:
             # a listing that changed nothing: no synced commit for it (write-behind records
             # it left in `_pending` go with the next transaction)
@@ -256,7 +262,19 @@ class Tables:
             rec = Inode.decode(ino, raw)
             self._remember(ino, rec.clone())
             return rec
-        # inside a transaction LMDB is the truth: it sees this transaction's own writes
+        # Inside a transaction LMDB is the truth: it sees this transaction's own writes. In
+        # the one `_write` has open, the same answer comes cheaper: a record it wrote or
+        # deleted is in its `records`, and any other is as last committed, which the LRU
+        # holds exactly when it holds the inode (every write of the inode table goes through
+        # `records`, and the LRU learns them only once committed: `_remember_written`).
+        tx = self._open
+        if tx is not None and tx.txn is txn:
+            if ino in tx.records:
+                mine = tx.records[ino]
+                return mine.clone() if mine is not None else None
+            hit = self._lru.get(ino)
+            if hit is not None:
+                return hit.clone()
         raw = txn.get(_k(ino), db=self.db_inodes)
         return Inode.decode(ino, raw) if raw is not None else None
 
@@ -423,7 +441,10 @@ class Tables:
 
     def _put(self, tx: _Tx, rec: Inode) -> None:
         tx.changed = True
-        self._dir_changed(rec.parent, subdirs=rec.is_dir)  # (an inode's kind never changes)
+        # (a record's own change never changes its parent's subdirectory count: entries come
+        # and go through _add_dentry and _del_dentry, which say so; a directory's mtime, set
+        # by every create in it, would otherwise have its parent recounted each time)
+        self._dir_changed(rec.parent, subdirs=False)
         self._pending.pop(rec.ino, None)
         tx.records[rec.ino] = rec.clone()
         tx.txn.put(_k(rec.ino), rec.encode(), db=self.db_inodes)
