@@ -92,7 +92,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="SECONDS",
         help="close-to-open: opening a file checks it against the share when it was last "
         "checked longer ago than this; a lookup of a name not in a listing this old asks the "
-        "share again (default 1)",
+        "share again (and the kernel remembers a name found missing until then) (default 1)",
     )
     p.add_argument(
         "--dir-cache-time",
