@@ -117,8 +117,6 @@ class Durability(CacheState):
             after()
         if wrote or after is not None:
             self._footprint.refresh_index()
-        if self._doomed:  # their claims were in this transaction (`_dropped_ids`)
-            self._unlink_doomed()
         self._deleted_keys.clear()
         self._dropped_ids.clear()
         self._pending_files.clear()
@@ -158,25 +156,6 @@ class Durability(CacheState):
             txn.delete(key_bytes(data_id), db=idx.volatile)
             self._volatile.discard(data_id)
         return wrote
-
-    def _release_doomed(self) -> None:
-        """Free the data files of deleted files now rather than at the next commit: their
-        claims withdrawn in a synced transaction first (INVARIANTS.md 3), then unlinked. For
-        when their room is needed (`_make_room`)."""
-        if not self._doomed:
-            return
-        with self.env.begin(write=True) as txn:
-            for data_id in self._doomed:
-                self._index.delete_blocks_of(txn, data_id)
-        self.env.sync(True)
-        self._unlink_doomed()
-
-    def _unlink_doomed(self) -> None:
-        for data_id, held in self._doomed.items():
-            self._data.unlink(data_id)
-            self._used -= held
-        self._doomed.clear()
-        self._space_freed()
 
     def _room_for_commit(self) -> None:
         """A commit writing many records may grow the index by more than the headroom kept

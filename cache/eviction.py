@@ -119,10 +119,6 @@ class Eviction(CacheState):
         limit = min(bound, floor)
         if self._used + need <= limit:
             return True
-        if self._doomed:  # deleted files' data, waiting for the next commit: free it first
-            self._release_doomed()
-            if self._used + need <= limit:
-                return True
         slack = max(0, min(limit // 16, 16 * self.block_size))
         reason = "free_space" if floor < bound else "size"
         self._evict_to(max(0, limit - need - slack), protect, reason=reason)

@@ -94,9 +94,6 @@ class CacheState(ABC):
         self._dropped_ids: set[int] = set()
         self._unsynced: set[int] = set()  # data ids written since the last commit
         self._syncing: set[int] = set()  # data ids commit_async is syncing in a thread
-        #: data ids of deleted files whose claims the next commit withdraws, and the bytes
-        #: their data files still hold (counted in `_used` until the commit unlinks them)
-        self._doomed: dict[int, int] = {}
         #: not closed cleanly last time (set by BlockCache.open): the owner may hold records
         #: of keys it no longer knows (it purged them; the cache's commit was lost)
         self.recovered = False
@@ -123,7 +120,7 @@ class CacheState(ABC):
     def _new_data_id(self) -> int:
         while True:
             data_id = secrets.randbits(63)
-            if data_id and data_id not in self._by_id and data_id not in self._doomed:
+            if data_id and data_id not in self._by_id:
                 return data_id
 
     def _get(self, key: int) -> CachedFile:
@@ -289,7 +286,3 @@ class CacheState(ABC):
         force: bool = False,
     ) -> None:
         """Withdraw claims in a synced transaction before data is destroyed (durability.py)."""
-
-    @abstractmethod
-    def _release_doomed(self) -> None:
-        """Withdraw deleted files' claims and unlink their data files now (durability.py)."""

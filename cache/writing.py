@@ -191,21 +191,13 @@ class Writing(CacheState):
         st = f.states
         assert st is not None
         f.cancel_fills()
-        held = f.used
-        claimed = any(f.durable)
-        for b in range(len(st)):
-            if st[b] >= CLEAN:
-                self._set_block(f, b, ABSENT)
+        present = [(f, b) for b in range(len(st)) if st[b] >= CLEAN]
+        self._persist_now(deletes=[(f, b) for b in range(len(f.durable)) if f.durable[b]])
+        for _, b in present:
+            self._set_block(f, b, ABSENT)
+        self._data.unlink(f.data_id)
         self._forget(f)
-        if claimed:
-            # INVARIANTS.md 3: the claims are withdrawn by the next commit (`_dropped_ids`),
-            # which unlinks the data file once that is durable; until then it stays, counted
-            self._data.close(f.data_id)
-            self._used += held
-            self._doomed[f.data_id] = held
-        else:
-            self._data.unlink(f.data_id)
-            self._space_freed()
+        self._space_freed()
 
     def _forget(self, f: CachedFile) -> None:
         f.dead = True

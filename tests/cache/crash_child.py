@@ -99,13 +99,6 @@ async def main(directory: Path, seed: int) -> None:
             cache.evict(rng.choice([None, BS, 4 * BS]))
         elif r < 0.85:
             cache.tier(k)
-        elif r < 0.88:
-            # the file goes (its data file with the next commit); writes later make a new one.
-            # The model remote keeps its copy: a share deletes only after the local delete
-            # is durable, and a new record claims nothing of it (remote_valid 0)
-            note(op="delete", k=k)
-            cache.delete(k)
-            sizes[k] = 0
         else:
             note(op="commit-start")
             cache.commit()

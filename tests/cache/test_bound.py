@@ -237,7 +237,6 @@ async def test_too_small_a_bound_is_refused_with_the_minimum(tmp_path, remote):
         assert len(os.listdir(c.directory / "data")) <= MIN_BLOCKS
         for k in range(MIN_BLOCKS):
             c.delete(k)
-        c.commit()  # a deleted file's data goes once the withdrawal of its claims is durable
         assert os.listdir(c.directory / "data") == []
     finally:
         c.close()

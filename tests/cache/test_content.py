@@ -389,30 +389,6 @@ async def test_delete_and_rename(open_cache, remote):
         c.close()
 
 
-async def test_delete_of_committed_content_goes_with_the_next_commit(open_cache, remote):
-    """A file whose claims are durable is deleted without a synced transaction of its own:
-    the next commit withdraws its claims and then unlinks its data file, whose bytes stay
-    counted until then. A write that needs that room frees it at once."""
-    c = open_cache(max_bytes=4 * BS, full_timeout=0)
-    await c.write(1, 0, pattern(2 * BS, seed=1), fetch=remote.fetch(1))
-    await c.write(2, 0, pattern(2 * BS, seed=2), fetch=remote.fetch(2))
-    c.commit()
-    path1, path2 = c.data_path(1), c.data_path(2)
-    used = c.stats().used
-    txnid = c.env.info()["last_txnid"]
-    c.delete(1)
-    assert c.env.info()["last_txnid"] == txnid  # no transaction of its own
-    assert path1.exists() and c.stats().used == used and c.stats().files == 1
-    c.commit()
-    assert not path1.exists() and c.stats().used == used - 2 * BS
-    # a deleted file's room is taken back when a write needs it, before any commit
-    c.delete(2)
-    assert path2.exists()
-    await c.write(3, 0, pattern(4 * BS, seed=3), fetch=remote.fetch(3))  # would be CacheFull
-    assert not path2.exists()
-    assert await c.read(3, 0, 4 * BS, size=4 * BS, fetch=remote.fetch(3)) == pattern(4 * BS, 3)
-
-
 async def test_a_commit_with_nothing_to_write_writes_no_transaction(open_cache, remote):
     """A second fsync, or one of a directory, changes no claim: no transaction is written
     (the environment is still synced, for transactions others committed meanwhile)."""

@@ -55,7 +55,7 @@ def replay(directory: Path) -> tuple[list[dict[int, set[bytes]]], dict[int, int]
     base = ends[-1] + 1 if ends else 0
 
     def apply(e: dict) -> None:
-        if e["op"] not in ("write", "truncate", "delete"):
+        if e["op"] not in ("write", "truncate"):
             return
         c = content[e["k"]]
         if e["op"] == "write":
@@ -64,9 +64,6 @@ def replay(directory: Path) -> tuple[list[dict[int, set[bytes]]], dict[int, int]
         elif e["op"] == "truncate":
             c[e["size"] :] = bytes(MAX_FILE - e["size"])
             sizes[e["k"]] = e["size"]
-        else:  # a delete: what the key reads afterwards is a new, empty file
-            c[:] = bytes(MAX_FILE)
-            sizes[e["k"]] = 0
 
     for e in ops[:base]:
         apply(e)
@@ -75,7 +72,7 @@ def replay(directory: Path) -> tuple[list[dict[int, set[bytes]]], dict[int, int]
         {k: {bytes(content[k][p : p + PAGE])} for k in KEYS} for p in range(0, MAX_FILE, PAGE)
     ]
     for e in ops[base:]:
-        if e["op"] in ("write", "truncate", "delete"):
+        if e["op"] in ("write", "truncate"):
             apply(e)
             for i, p in enumerate(range(0, MAX_FILE, PAGE)):
                 allowed[i][e["k"]].add(bytes(content[e["k"]][p : p + PAGE]))

@@ -115,9 +115,9 @@ def test_sigkill_loses_nothing_closed_or_fsynced(mounter, share, share_url):
 
 
 def test_sigkill_after_deletes_leaks_no_content(mounter, share, share_url):
-    """A deleted file's data file goes with the cache commit after the delete. A SIGKILL
-    before that commit, once the namespace forgot the inodes, leaves content no inode owns:
-    the next mount deletes it (nothing leaks) and loses nothing else."""
+    """Deleting files ends with the namespace purging their inodes and the cache dropping
+    their content, in two transactions; a SIGKILL between them leaves cache records no inode
+    owns, which the next mount deletes: no content leaks, nothing else is lost."""
     m = mounter(share_url, args=SLOW)
     (m.mnt / "g").mkdir()
     for i in range(5):
