@@ -105,7 +105,8 @@ class Durability(CacheState):
         except BaseException:
             txn.abort()
             raise
-        if wrote or after is not None:
+        changed = wrote or after is not None
+        if changed:
             txn.commit()
         else:
             # nothing changed since the last commit (an fsync of a directory, a second fsync):
@@ -115,7 +116,7 @@ class Durability(CacheState):
         self.env.sync(True)
         if after is not None:
             after()
-        if wrote or after is not None:
+        if changed:
             self._footprint.refresh_index()
         self._deleted_keys.clear()
         self._dropped_ids.clear()

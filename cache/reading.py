@@ -178,8 +178,9 @@ class Reading(CacheState):
         data: bytes | memoryview | None
         try:
             answer = await fetch(off, want)
-            local = isinstance(answer, FileSlice)  # stored (or not) by _place already
+            local = False
             if isinstance(answer, FileSlice):
+                local = True  # stored (or not) by _place already
                 n = min(answer.length, want)
                 data = self._place(f, fill, answer._replace(length=n))
             else:

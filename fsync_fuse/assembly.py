@@ -50,7 +50,7 @@ from fsync_fuse.revalidate import Revalidator
 from fsync_fuse.settings import Settings
 from fsync_fuse.snapadmin import SnapshotAdmin
 from fsync_fuse.snapfs import SnapFS
-from fsync_fuse.snaptree import SNAP_BASE, SnapshotTree, drop_leftovers
+from fsync_fuse.snaptree import SnapshotTree, drop_leftovers
 from fsync_fuse.space import Space
 from fsync_fuse.writeback.dirty import DirtySet
 from fsync_fuse.writeback.pacing import Pacing
@@ -237,8 +237,8 @@ class Mount:
         if self.cache.recovered:
             # a crash between the namespace's purge of an inode and the cache commit that
             # withdrew its content leaves content no inode owns: deleted, not leaked
-            for key in self.cache.keys():
-                if key < SNAP_BASE and self.ns.get(key) is None:
+            for key in self.cache.keys():  # (snapshot keys are gone already, just above)
+                if self.ns.get(key) is None:
                     self.cache.delete(key)
         root = self.ns.get(ROOT)
         if root is not None and not root.meta_known:

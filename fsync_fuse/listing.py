@@ -85,14 +85,14 @@ class Lister(TaskOwner):
 
     def is_fresh(self, listed_ns: int, *, strict: bool = True) -> bool:
         """Listed within --attr-timeout (`strict`) or within the listing TTL."""
-        ttl = self.ttl_ns if strict else self.list_ttl_ns
-        return bool(listed_ns) and time.time_ns() - listed_ns < ttl
+        return self.fresh_for(listed_ns, strict=strict) > 0
 
-    def fresh_for(self, listed_ns: int) -> float:
-        """Seconds a listing made at `listed_ns` stays fresh for a miss (--attr-timeout)."""
+    def fresh_for(self, listed_ns: int, *, strict: bool = True) -> float:
+        """Seconds a listing made at `listed_ns` stays fresh (as in `is_fresh`); 0 if never."""
         if not listed_ns:
             return 0.0
-        return max(0.0, (self.ttl_ns - (time.time_ns() - listed_ns)) / 1e9)
+        ttl = self.ttl_ns if strict else self.list_ttl_ns
+        return max(0.0, (ttl - (time.time_ns() - listed_ns)) / 1e9)
 
     async def ensure(self, ino: int, *, refresh_stale: bool, strict: bool = False) -> None:
         """Make sure directory `ino` has a listing: load it if it never had one; when stale

@@ -8,8 +8,10 @@ import random
 import time
 from pathlib import Path
 
+import lmdb
 import pytest
 
+from cache.index import key_int
 from tests.mount.helpers import eventually
 
 pytestmark = pytest.mark.mount
@@ -137,9 +139,17 @@ def test_sigkill_after_deletes_leaks_no_content(mounter, share, share_url):
     m2.wait_drained()
     assert sorted(os.listdir(m2.mnt / "g")) == ["kept"]
     assert (m2.mnt / "g/kept").read_bytes() == kept
+    kept_ino = os.stat(m2.mnt / "g/kept").st_ino
     assert m2.stop() == 0
     data = [p for p in (m2.cache_dir / "data").rglob("*") if p.is_file()]
     assert len(data) == 1, data  # kept's alone
+    env = lmdb.open(str(m2.cache_dir / "index.lmdb"), max_dbs=64, subdir=True, readonly=True)
+    try:
+        with env.begin(db=env.open_db(b"cache.files", create=False)) as txn:
+            records = [key_int(k) for k, _ in txn.cursor()]
+    finally:
+        env.close()
+    assert records == [kept_ino]  # no record of a deleted file outlived the restart
     assert share.get("g/kept") == kept and not share.exists("g/x0")
 
 
