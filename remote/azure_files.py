@@ -272,13 +272,29 @@ class AzureFileWrites(AzureCore):
         view = memoryview(data)
         # None is the SDK's default: the service moves the last-write time to now.
         mode: Literal["preserve"] | None = "preserve" if keep_mtime else None
+        # the short path (no lease: it sends none) takes any buffer as it is
+        short = self._short is not None and lease_id is None
+        url = self._file_url(path) if short else ""
+        dot = self._share.allow_trailing_dot
         for start in range(0, len(data), MAX_RANGE):
+            at = offset + start
+            if short:
+                piece = view[start : start + MAX_RANGE]
+
+                async def put(s: ShortPath, piece: memoryview = piece, at: int = at) -> str | None:
+                    return await s.put_range(
+                        url, at, piece, trailing_dot=dot, keep_mtime=keep_mtime
+                    )
+
+                got = await self._natively("upload_range", put, shield=True)
+                if got is not None:
+                    etag = got
+                    continue
             # the transport sends bytes (requests takes other buffers for form data)
             if isinstance(data, bytes) and len(data) <= MAX_RANGE:
                 chunk = data
             else:
                 chunk = bytes(view[start : start + MAX_RANGE])
-            at = offset + start
 
             def run(kw: SdkKwargs, chunk: bytes = chunk, at: int = at) -> str:
                 return self._file(path).upload_range(

@@ -7,8 +7,9 @@ requests); signed here and sent on a urllib3 pool in a worker thread it cost a t
 CPU per call with 16 calls in flight (notes/perf-session7.md; less since its replies are
 parsed by httptools, notes/perf-session8.md). The calls that take this way
 are the ones a recall, a cold read, a new small file and a tree of new directories are made
-of: ranged GET; Create File, Put Range and Rename File for `create_filled`; Create Directory
-and Set Directory Properties. Every other call stays on the SDK.
+of: ranged GET; Create File, Put Range and Rename File for `create_filled`; Put Range of any
+`write` without a lease (a large file's upload, a migration's ranges); Create Directory and Set
+Directory Properties. Every other call stays on the SDK.
 
 Each serves only the plain success (the status the service answers a success with, and for a
 GET the whole body). Anything else (an error status, a refused or cut connection, a short body)
@@ -120,17 +121,27 @@ class ShortPath:
         return self._expect(await self._send("PUT", url, headers), CREATED)
 
     async def put_range(
-        self, url: str, offset: int, data: bytes | memoryview, *, trailing_dot: bool | None
-    ) -> bool:
-        """Put Range of `data` at `offset` keeping the last-write time; False: ask the SDK."""
+        self,
+        url: str,
+        offset: int,
+        data: bytes | memoryview,
+        *,
+        trailing_dot: bool | None,
+        keep_mtime: bool = True,
+    ) -> str | None:
+        """Put Range of `data` at `offset` (keeping the last-write time unless not
+        `keep_mtime`: then the service sets it to now, the SDK's default): the new ETag, or
+        None (ask the SDK)."""
         headers = {
             "x-ms-range": f"bytes={offset}-{offset + len(data) - 1}",
             "x-ms-write": "update",
-            "x-ms-file-last-write-time": "preserve",
         }
+        if keep_mtime:
+            headers["x-ms-file-last-write-time"] = "preserve"
         _trailing(headers, trailing_dot, None)
         resp = await self._send("PUT", _with_query(url, "comp=range"), headers, data)
-        return self._expect(resp, CREATED) is not None
+        got = self._expect(resp, CREATED)
+        return None if got is None else got.get("ETag", "")
 
     async def rename(
         self,

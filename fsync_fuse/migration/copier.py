@@ -273,47 +273,57 @@ class Copier:
             self.journal.record_partial(
                 e.rel, {"sig": e.signature(), "tmp": tmp, "file_id": file_id, "done": []}
             )
-        ranges = [i for i in range((e.size + RANGE - 1) // RANGE) if i not in done]
-
         failed: list[RemoteError | OSError] = []
+        h = hashlib.md5()
+        # Read once, in order: each range is hashed and, unless an earlier run sent it, handed
+        # to the uploaders, so the Content-MD5 is of the bytes sent (a second pass over the
+        # file for the MD5 cost as much CPU as the uploads on a busy machine).
+        send, receive = trio.open_memory_channel[tuple[int, bytes]](int(self.limit.total_tokens))
 
-        async def put(i: int) -> None:
-            async with self.limit:
-                off = i * RANGE
-                try:
-                    data = await trio.to_thread.run_sync(
-                        pread, self._src(e), off, min(RANGE, e.size - off)
-                    )
-                    await self.remote.write(tmp, off, data, keep_mtime=True)
-                except (RemoteError, OSError) as exc:  # the file's failure, raised below
-                    failed.append(exc)
-                    n.cancel_scope.cancel()
-                    return
-            done.add(i)
-            self.out.bytes_sent += len(data)
-            self.journal.record_partial(
-                e.rel, {"sig": e.signature(), "tmp": tmp, "file_id": file_id, "done": sorted(done)}
-            )
+        async def read_in_order() -> None:
+            async with send:
+                for i in range((e.size + RANGE - 1) // RANGE):
+                    off = i * RANGE
+                    try:
+                        data = await trio.to_thread.run_sync(
+                            pread, self._src(e), off, min(RANGE, e.size - off)
+                        )
+                    except OSError as exc:
+                        failed.append(exc)
+                        n.cancel_scope.cancel()
+                        return
+                    if i not in done:
+                        await send.send((i, data))
+                    await trio.to_thread.run_sync(h.update, data)  # (releases the GIL)
 
-        md5: list[bytes] = []
+        async def upload(receive: trio.MemoryReceiveChannel[tuple[int, bytes]]) -> None:
+            async with receive:
+                async for i, data in receive:
+                    async with self.limit:
+                        try:
+                            await self.remote.write(tmp, i * RANGE, data, keep_mtime=True)
+                        except RemoteError as exc:  # the file's failure, raised below
+                            failed.append(exc)
+                            n.cancel_scope.cancel()
+                            return
+                    done.add(i)
+                    self.out.bytes_sent += len(data)
+                    part = {"sig": e.signature(), "tmp": tmp, "file_id": file_id}
+                    self.journal.record_partial(e.rel, {**part, "done": sorted(done)})
 
-        async def digest() -> None:
-            md5.append(await trio.to_thread.run_sync(self._md5, e))
-
-        # this task holds a slot of the limiter; its ranges take others. The file's MD5 is
-        # read beside them (one pass before them cost a second per GiB).
+        # this task holds a slot of the limiter; its ranges take others
         self.limit.release_on_behalf_of(trio.lowlevel.current_task())
         try:
-            async with trio.open_nursery() as n:
-                n.start_soon(digest)
-                for i in ranges:
-                    n.start_soon(put, i)
+            async with trio.open_nursery() as n, receive:
+                n.start_soon(read_in_order)
+                for _ in range(int(self.limit.total_tokens)):
+                    n.start_soon(upload, receive.clone())
         finally:
             await self.limit.acquire_on_behalf_of(trio.lowlevel.current_task())
         if failed:
             raise failed[0]  # the ranges on the share stay recorded: a rerun resumes
         # before it takes its name: a file at its name always has its Content-MD5 (--verify)
-        await self.remote.set_content_md5(tmp, md5[0])
+        await self.remote.set_content_md5(tmp, h.digest())
         try:
             entry = await self.remote.rename_new(tmp, e.share, file_id)
         except AlreadyExists:

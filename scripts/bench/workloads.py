@@ -71,11 +71,19 @@ def prof(b: Bench, c: FsContestant, label: str):
     return b.profiler.record(c.daemon_pid() if isinstance(c, FsyncFuse) else None, label)
 
 
-def run_timed(cmd: list[str], timeout: float, cwd: Path | None = None) -> tuple[float, str]:
-    """Wall time of a command that must succeed; its stdout+stderr for parsing."""
+def run_timed(
+    cmd: list[str], timeout: float, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> tuple[float, str]:
+    """Wall time of a command that must succeed; its stdout+stderr for parsing. `env`: added
+    to the environment (secrets go there, never on a command line)."""
     t0 = time.perf_counter()
     proc = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env_without_proxies()
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env={**env_without_proxies(), **(env or {})},
     )
     elapsed = time.perf_counter() - t0
     if proc.returncode != 0:

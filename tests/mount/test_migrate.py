@@ -47,6 +47,30 @@ def migrate(src: Path, url: str, state: Path, *extra: str, timeout: float = 300)
     )
 
 
+def kill_migrate_after(
+    emulator, op: str, count: int, src: Path, url: str, state: Path, *, threads: int
+) -> None:
+    """Start a migrate and SIGKILL it once the emulator has answered `count` more `op`
+    requests (as named in its stats)."""
+    before = emulator.stats()["by_op"].get(op, 0)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fsync_fuse", "migrate", str(src), url, "--state", str(state),
+         "--threads", str(threads), "-q"],
+        env=env(),
+        cwd=REPO,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while emulator.stats()["by_op"].get(op, 0) - before < count:
+            assert proc.poll() is None, "migrate ended before it could be killed"
+            assert time.monotonic() < deadline, "migrate made no progress"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def set_times(p: Path, i: int) -> None:
     t = NS + i * 1_000_000_100
     os.utime(p, ns=(t, t), follow_symlinks=False)
@@ -122,22 +146,7 @@ def test_a_killed_run_resumes_without_sending_a_finished_file_again(
     make_tree(src, small=600, big=40 * 1024 * 1024)
     state = tmp_path / "state"
     before = emulator.stats()["by_op"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fsync_fuse", "migrate", str(src), share_url, "--state", str(state),
-         "--threads", "4", "-q"],
-        env=env(),
-        cwd=REPO,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
-        while emulator.stats()["by_op"].get("RenameFile", 0) - before.get("RenameFile", 0) < 200:
-            assert proc.poll() is None, "migrate ended before it could be killed"
-            assert time.monotonic() < deadline, "migrate made no progress"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
+    kill_migrate_after(emulator, "RenameFile", 200, src, share_url, state, threads=4)
     killed = emulator.stats()["by_op"]
     r = migrate(src, share_url, state, "--json")
     assert r.returncode == 0, r.stderr
@@ -152,6 +161,33 @@ def test_a_killed_run_resumes_without_sending_a_finished_file_again(
     assert rep["unchanged"] + rep["resumed_finished"] >= first["RenameFile"] - 4
     for p in ("big.bin", "many/d03/file 0003.txt", "docs/deep/deeper/x.bin"):
         assert share.get(p) == (src / p).read_bytes()
+    assert not [p for p in share.walk() if ".fsync-new" in p]
+
+
+def test_a_large_file_resumes_at_its_last_finished_range(tmp_path, share_url, share, emulator):
+    """Killed in the middle of a large file, a rerun sends only the ranges the first run did
+    not finish (at most the 2 in flight again), and the file's Content-MD5 covers the ranges
+    the first run sent too (--verify)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    data = os.urandom(12 * 4 * 1024 * 1024)  # 12 ranges
+    (src / "big.bin").write_bytes(data)
+    state = tmp_path / "state"
+    before = emulator.stats()["by_op"].get("PutRange", 0)
+    emulator.set_faults(latency_ms=100)  # time to kill it between ranges
+    try:
+        kill_migrate_after(emulator, "PutRange", 5, src, share_url, state, threads=2)
+    finally:
+        emulator.clear_faults()
+    first = emulator.stats()["by_op"].get("PutRange", 0) - before
+    assert 5 <= first < 12
+    r = migrate(src, share_url, state, "--verify", "--json")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    second = emulator.stats()["by_op"].get("PutRange", 0) - before - first
+    assert 12 - first <= second <= 12 - first + 2, (first, second)
+    assert rep["verified"] == 1 and rep["mismatched"] == [], rep
+    assert share.get("big.bin") == data
     assert not [p for p in share.walk() if ".fsync-new" in p]
 
 

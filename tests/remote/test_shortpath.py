@@ -10,7 +10,7 @@ import os
 import pytest
 
 from remote.azure import AzureOptions
-from remote.base import AlreadyExists, NotFound
+from remote.base import AlreadyExists, LeaseConflict, NotFound
 from remote.credentials import open_remote
 from tests.remote.conftest import FAST
 from tests.sas import share_sas
@@ -21,6 +21,7 @@ DATA = os.urandom(200_000)
 async def _put(remote, path: str, data: bytes = DATA) -> None:
     await remote.create_file(path, len(data))
     await remote.write(path, 0, data)
+    remote._short.stats.update(fast=0, fallbacks=0)  # (what the tests count comes after)
 
 
 @pytest.mark.parametrize(
@@ -34,7 +35,7 @@ async def test_reads_are_signed_here_for_any_name(remote, name):
     assert await remote.read(f"d ir/{name}", 12_345, 1000) == DATA[12_345:13_345]
     # a range running past the end gets what there is
     assert await remote.read(f"d ir/{name}", len(DATA) - 10, 100) == DATA[-10:]
-    assert remote._short.stats == {"fast": 4, "fallbacks": 0}  # the mkdir and three reads
+    assert remote._short.stats == {"fast": 3, "fallbacks": 0}  # the three reads
 
 
 async def test_a_sas_url_reads_on_the_short_path(emulator, share_name, remote):
@@ -203,6 +204,54 @@ async def test_new_directories_go_the_short_way_as_the_sdk_would_send_them(
         assert remote._short.stats == {"fast": 4, "fallbacks": 1}
     finally:
         await sdk.aclose()
+
+
+@pytest.mark.parametrize("keep_mtime", [False, True])
+async def test_writes_go_the_short_way_as_the_sdk_would_send_them(
+    emulator, share_name, remote, monkeypatch, keep_mtime
+):
+    """`write` (Put Range, <= 4 MiB a request) on the short path sends what the SDK sends,
+    request by request, answers the file's new ETag and leaves the same bytes and time."""
+    sdk = await open_remote(
+        emulator.share_url(share_name), options=AzureOptions(short_path=False), env={}
+    )
+    then = 1_765_000_000_123_456_700
+    big = os.urandom(4 * 1024 * 1024 + 100_000)  # two requests
+    try:
+        requests, files = {}, {}
+        for who, r in (("short", remote), ("sdk", sdk)):
+            await r.create_file(f"{who}.bin", len(big), last_write_ns=then)
+            before = dict(remote._short.stats)
+            seen = _sent(monkeypatch, r)
+            etag = await r.write(f"{who}.bin", 0, memoryview(big), keep_mtime=keep_mtime)
+            if r is remote:
+                assert remote._short.stats["fast"] == before["fast"] + 2
+            got = await r.stat(f"{who}.bin")
+            assert got.etag == etag
+            assert (got.last_write_ns == then) is keep_mtime
+            assert await r.read(f"{who}.bin", 0, len(big)) == big
+            requests[who] = [(m, u.replace(f"/{who}.bin", "/X"), h) for m, u, h in seen[:2]]
+            files[who] = got.size
+        assert requests["short"] == requests["sdk"]
+        assert files["short"] == files["sdk"] == len(big)
+    finally:
+        await sdk.aclose()
+
+
+async def test_a_write_under_a_lease_goes_through_the_sdk(remote):
+    """The short path sends no lease: a write with one is the SDK's, and a write without one
+    to a file leased elsewhere gets the SDK's typed error, not a silent success."""
+    await _put(remote, "leased.bin")
+    lease = "5a1b2c3d-0000-4000-8000-000000000001"
+    await remote.acquire_lease("leased.bin", lease)
+    before = dict(remote._short.stats)
+    await remote.write("leased.bin", 0, b"mine", lease_id=lease)
+    assert remote._short.stats == before
+    with pytest.raises(LeaseConflict):
+        await remote.write("leased.bin", 0, b"theirs")
+    assert remote._short.stats["fallbacks"] == before["fallbacks"] + 1
+    await remote.release_lease("leased.bin", lease)
+    assert await remote.read("leased.bin", 0, 6) == b"mine" + DATA[4:6]
 
 
 async def test_a_directory_made_before_its_answer_was_lost_is_ours(emulator, remote):
