@@ -8,6 +8,7 @@ we read the raw headers and the raw listing XML instead, so times keep their 100
 from __future__ import annotations
 
 import calendar
+import functools
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
@@ -36,6 +37,7 @@ def parse_smb_time(value: str | None) -> int | None:
     return seconds * 1_000_000_000 + int(digits)
 
 
+@functools.lru_cache(maxsize=4096)
 def _seconds(whole: str) -> int | None:
     """'2022-10-05T22:13:15' -> seconds since the epoch. Sliced by hand: time.strptime cost
     ~10 us, three times per listed entry (a fifth of a cold listing's CPU)."""
@@ -114,52 +116,48 @@ def _text(elem: ET.Element | None) -> str | None:
     return elem.text if elem is not None else None
 
 
-def _name(elem: ET.Element) -> str:
-    node = elem.find("Name")
-    if node is None:
-        return ""
-    text = node.text or ""
-    if node.get("Encoded", "").lower() == "true":
-        # Names with characters XML cannot carry come percent-encoded.
-        text = unquote(text)
-    return text
-
-
 def parse_listing(body: bytes) -> tuple[list[RemoteEntry], str | None]:
-    """One List Directories and Files page -> (entries, next marker or None)."""
+    """One List Directories and Files page -> (entries, next marker or None). One pass over
+    each entry's elements: a cold listing of a big tree spends a third of its CPU here
+    (ElementTree's C parser is a third of that; a reader of the page with regular expressions
+    measured slower)."""
     if body.startswith(b"\xef\xbb\xbf"):
         body = body[3:]
     root = ET.fromstring(body)
     entries: list[RemoteEntry] = []
     container = root.find("Entries")
-    if container is not None:
-        for elem in container:
-            is_dir = elem.tag == "Directory"
-            if not is_dir and elem.tag != "File":
-                continue
-            props = elem.find("Properties")
-            size = 0
-            etag = lw = ch = cr = None
-            if props is not None:
-                if not is_dir:
-                    size = int(_text(props.find("Content-Length")) or 0)
-                etag = _text(props.find("Etag"))
-                lw = parse_smb_time(_text(props.find("LastWriteTime")))
-                ch = parse_smb_time(_text(props.find("ChangeTime")))
-                cr = parse_smb_time(_text(props.find("CreationTime")))
-            entries.append(
-                RemoteEntry(
-                    name=_name(elem),
-                    is_dir=is_dir,
-                    size=size,
-                    file_id=_text(elem.find("FileId")),
-                    etag=etag,
-                    last_write_ns=lw,
-                    change_ns=ch,
-                    creation_ns=cr,
-                    attributes=_text(elem.find("Attributes")),
-                    metadata=None,
-                )
+    for elem in container if container is not None else ():
+        is_dir = elem.tag == "Directory"
+        if not is_dir and elem.tag != "File":
+            continue
+        name = ""
+        file_id = attributes = None
+        props: dict[str, str | None] = {}
+        for child in elem:
+            tag = child.tag
+            if tag == "Name":
+                name = child.text or ""
+                if child.get("Encoded", "").lower() == "true":
+                    name = unquote(name)  # characters XML cannot carry come percent-encoded
+            elif tag == "Properties":
+                props = {p.tag: p.text for p in child}
+            elif tag == "FileId":
+                file_id = child.text
+            elif tag == "Attributes":
+                attributes = child.text
+        entries.append(
+            RemoteEntry(
+                name=name,
+                is_dir=is_dir,
+                size=0 if is_dir else int(props.get("Content-Length") or 0),
+                file_id=file_id,
+                etag=props.get("Etag"),
+                last_write_ns=parse_smb_time(props.get("LastWriteTime")),
+                change_ns=parse_smb_time(props.get("ChangeTime")),
+                creation_ns=parse_smb_time(props.get("CreationTime")),
+                attributes=attributes,
+                metadata=None,
             )
+        )
     marker = _text(root.find("NextMarker")) or None
     return entries, marker
