@@ -8,7 +8,8 @@ CPU per call with 16 calls in flight (notes/perf-session7.md; less since its rep
 parsed by httptools, notes/perf-session8.md). The calls that take this way
 are the ones a recall, a cold read, a new small file and a tree of new directories are made
 of: ranged GET; Create File, Put Range and Rename File for `create_filled`; Put Range of any
-`write` without a lease (a large file's upload, a migration's ranges); Create Directory and Set
+`write` without a lease (a large file's upload, a migration's ranges); List Directories and
+Files (a cold walk of a big tree makes one call per directory); Create Directory and Set
 Directory Properties. Every other call stays on the SDK.
 
 Each serves only the plain success (the status the service answers a success with, and for a
@@ -36,7 +37,7 @@ import hmac
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 
 from remote.http11 import Answer, HttpFailure, Pool
 
@@ -106,6 +107,22 @@ class ShortPath:
             return None
         self.stats["fast"] += 1
         return data[:length]
+
+    async def list_page(
+        self, url: str, marker: str | None, include: str, *, trailing_dot: bool | None
+    ) -> bytes | None:
+        """One page of List Directories and Files of the directory at `url` (the SDK
+        directory client's URL) with extended info: the raw XML, or None (ask the SDK)."""
+        # (in the SDK's order)
+        query = f"marker={quote(marker, safe='')}&" if marker else ""
+        query += f"include={include}&restype=directory&comp=list"
+        headers = {"x-ms-file-extended-info": "true"}
+        _trailing(headers, trailing_dot, None)
+        resp = await self._send("GET", _with_query(url, query), headers)
+        if self._expect(resp, OK) is None:
+            return None
+        assert resp is not None
+        return resp.body
 
     async def create(
         self, url: str, size: int, props: Mapping[str, str], *, trailing_dot: bool | None

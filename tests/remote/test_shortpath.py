@@ -5,6 +5,7 @@ SDK's errors."""
 
 from __future__ import annotations
 
+import functools
 import os
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from remote.azure import AzureOptions
 from remote.base import AlreadyExists, LeaseConflict, NotFound
 from remote.credentials import open_remote
+from remote.emulator.handlers.service import encode_marker
 from tests.remote.conftest import FAST
 from tests.sas import share_sas
 
@@ -252,6 +254,58 @@ async def test_a_write_under_a_lease_goes_through_the_sdk(remote):
     assert remote._short.stats["fallbacks"] == before["fallbacks"] + 1
     await remote.release_lease("leased.bin", lease)
     assert await remote.read("leased.bin", 0, 6) == b"mine" + DATA[4:6]
+
+
+def _list_requests(seen) -> list[tuple[str, str, dict[str, str]]]:
+    return [(m, u, h) for m, u, h in seen if "comp=list" in u]
+
+
+@pytest.mark.parametrize("path", ["", "d ir", "日本/子 é"])
+async def test_listings_go_the_short_way_as_the_sdk_would_send_them(
+    emulator, share_name, remote, monkeypatch, path
+):
+    """List Directories and Files on the short path sends what the SDK sends and reads the
+    same entries; a page past a marker too (one the service makes: +, / and = in it)."""
+    sdk = await open_remote(
+        emulator.share_url(share_name), options=AzureOptions(short_path=False), env={}
+    )
+    try:
+        if path:
+            await remote.mkdir(path.split("/")[0])
+            if "/" in path:
+                await remote.mkdir(path)
+        names = ["a&b 'q' ;=.txt", "b é+%.bin", "plain", "日本.txt"]
+        for name in names:
+            await _put(remote, f"{path}/{name}".lstrip("/"), b"x" * 10)
+        await remote.mkdir(f"{path}/sub".lstrip("/"))
+        marker = encode_marker("b é+%.bin")
+        listed, requests = {}, {}
+        for who, r in (("short", remote), ("sdk", sdk)):
+            before = dict(remote._short.stats)
+            seen = _sent(monkeypatch, r)
+            whole = await r.list_dir(path)
+            rest = await r._short_list_page(path, marker) if r is remote else None
+            if rest is None:
+                rest = await r._call(
+                    "list_directory", path, functools.partial(r._sync_list_page, path, marker)
+                )
+            listed[who] = (sorted(whole, key=lambda e: e.name), rest)
+            requests[who] = _list_requests(seen)
+            if r is remote:
+                assert remote._short.stats == {**before, "fast": before["fast"] + 2}
+        assert listed["short"] == listed["sdk"]
+        assert sorted(e.name for e in listed["short"][0]) == sorted([*names, "sub"])
+        # (the page starts at the marker's name)
+        assert [e.name for e in listed["short"][1][0]] == ["b é+%.bin", "plain", "sub", "日本.txt"]
+        assert requests["short"] == requests["sdk"] and len(requests["short"]) == 2
+    finally:
+        await sdk.aclose()
+
+
+async def test_a_listing_the_short_path_cannot_serve_gets_the_sdks_answer(remote):
+    with pytest.raises(NotFound):
+        await remote.list_dir("no such directory")
+    assert remote._short.stats == {"fast": 0, "fallbacks": 1}
 
 
 async def test_a_directory_made_before_its_answer_was_lost_is_ours(emulator, remote):
