@@ -329,10 +329,28 @@ class Tables:
             for key, val in cur:
                 if not key.startswith(prefix) or len(out) >= limit:
                     break
-                rec = self.get(_n(val[:8]), txn)
+                rec = self._committed(_n(val[:8]), txn)
                 if rec is not None:
                     out.append((_n(key[8:16]), val[8:].decode(), rec))
         return out
+
+    def _committed(self, ino: int, txn: Txn) -> Inode | None:
+        """`get` in a read transaction begun since the last commit: it sees what was last
+        committed, which the LRU holds when it holds the inode (namespace transactions commit
+        only in this thread, between awaits, and the LRU learns what they wrote then), so a
+        directory listed and merged a moment ago is read back without decoding each record."""
+        pending = self._pending.get(ino)
+        if pending is not None:
+            return pending.clone()
+        hit = self._lru.get(ino)
+        if hit is not None:
+            return hit.clone()
+        raw = txn.get(_k(ino), db=self.db_inodes)
+        if raw is None:
+            return None
+        rec = Inode.decode(ino, raw)
+        self._remember(ino, rec.clone())
+        return rec
 
     def iter_children(self, parent: int, batch: int = 1000) -> Iterator[Inode]:
         """Every entry of a directory, read `batch` at a time (one short read transaction
