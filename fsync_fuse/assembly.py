@@ -104,6 +104,7 @@ class Mount:
             ttl=cfg.attr_timeout,
             list_ttl=cfg.listing_ttl,
             io_timeout=cfg.io_timeout,
+            list_ahead=cfg.list_ahead,
         )
         self.conflicts = Conflicts(
             ns=self.ns, cache=cache, remote=remote, site=cfg.site_name, on_change=self._name_changed

@@ -68,6 +68,7 @@ class MountConfig:
     block_size: int = 1 << 20
     writeback_delay: float = 5.0
     read_ahead: int = 64 << 20
+    list_ahead: int = 4  # sibling directories a tree walk lists ahead (listing.py)
     attr_timeout: float = 1.0
     fsync_remote: bool = False
     allow_other: bool = False

@@ -519,7 +519,7 @@ class FS(pyfuse3.Operations):
         if sn := self._snap(inode):
             return await sn.opendir(inode)
         self.poller.used(inode)
-        await self.lister.ensure(inode, refresh_stale=True)
+        await self.lister.open_dir(inode)
         return self.refs.open_dir(inode)
 
     @answer_errors

@@ -14,6 +14,12 @@ outage costs each `ls` nothing. A directory never listed still needs the share.
 A listing never overrides local state the share has not caught up with: a directory with queued
 operations keeps its local view, entries with dirty content or queued operations are left
 alone, and a listing during which the queue touched the directory is taken again.
+
+A tree walk (find, du, rsync, tar) opens a directory's subdirectories one after another in
+readdir order; each listing's round trip to the share is time the walk waits. Opening a
+directory never listed, or one listed ahead, lists the next `list_ahead` sibling directories
+that were never listed in the background (`open_dir`), so the share works on those while the
+walk reads this one. A lookup never does this, nor does a listing of a directory's own entries.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import errno
 import functools
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 
 import trio
@@ -60,6 +67,7 @@ class Lister(TaskOwner):
         list_ttl: float | None = None,
         io_timeout: float = 60.0,
         stat_parallel: int = 16,
+        list_ahead: int = 4,
     ) -> None:
         self.ns = ns
         self.cache = cache
@@ -82,6 +90,10 @@ class Lister(TaskOwner):
         self.wait_bound = min(2.0, io_timeout)
         #: set when a refresh failed transiently or outlasted `wait_bound`; cleared by a success
         self.share_down = False
+        #: sibling directories a walk lists ahead (module docstring); 0: none
+        self.list_ahead = list_ahead
+        #: directories listed ahead and not opened since (the oldest forgotten past a bound)
+        self._ahead: OrderedDict[int, None] = OrderedDict()
 
     def is_fresh(self, listed_ns: int, *, strict: bool = True) -> bool:
         """Listed within --attr-timeout (`strict`) or within the listing TTL."""
@@ -117,6 +129,35 @@ class Lister(TaskOwner):
                 return
             log.warning("cannot list %r: %s", self.ns.path(ino), exc)
             raise FsError(exc.errno if not exc.transient else errno.EIO, str(exc)) from None
+
+    async def open_dir(self, ino: int) -> None:
+        """opendir: `ensure` a listing, then list the walk's next directories ahead."""
+        rec = self.ns.must(ino)
+        listed_ahead = ino in self._ahead
+        self._ahead.pop(ino, None)
+        walking = not rec.listed_ns or listed_ahead
+        await self.ensure(ino, refresh_stale=True)
+        if walking and self.list_ahead and self._nursery is not None and not self.share_down:
+            self._list_ahead(rec.parent, rec.name)
+
+    def _list_ahead(self, parent: int, name: str) -> None:
+        """The next `list_ahead` subdirectories after `name` in `parent`'s readdir order that
+        were never listed: listed in the background (a few at a time, `refresh_later`)."""
+        after = self.ns.entry_id(parent, name)
+        if after is None:
+            return
+        dirs = 0
+        for _id, _name, sib in self.ns.children(parent, after, limit=256):
+            if not sib.is_dir:
+                continue
+            if not sib.listed_ns and sib.ino not in self._ahead:
+                self._ahead[sib.ino] = None
+                self.refresh_later(sib.ino)
+            dirs += 1
+            if dirs >= self.list_ahead:
+                break
+        while len(self._ahead) > 4096:
+            self._ahead.popitem(last=False)
 
     async def _refresh_bounded(self, ino: int) -> None:
         """Refresh `ino` in the background nursery and wait for it at most `wait_bound`."""

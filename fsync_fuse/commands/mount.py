@@ -86,6 +86,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="largest read-ahead window of a sequential reader (default 64M)",
     )
     p.add_argument(
+        "--list-ahead",
+        type=int,
+        default=4,
+        metavar="N",
+        help="a tree walk (find, du, rsync) opening directories never listed gets the next N "
+        "sibling directories listed in the background, one share call each (default 4; 0: off)",
+    )
+    p.add_argument(
         "--attr-timeout",
         type=float,
         default=1.0,
@@ -228,6 +236,7 @@ def build_config(args: argparse.Namespace) -> MountConfig:
         block_size=args.block_size,
         writeback_delay=args.writeback_delay,
         read_ahead=args.read_ahead,
+        list_ahead=max(0, args.list_ahead),
         attr_timeout=args.attr_timeout,
         fsync_remote=args.fsync == "remote",
         allow_other=args.allow_other,
