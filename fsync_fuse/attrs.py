@@ -26,12 +26,11 @@ never set).
 
 from __future__ import annotations
 
-import json
 import stat
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from fsync_fuse import dosattrib
+from fsync_fuse import dosattrib, records
 from remote.base import attribute_names
 
 KEY_MODE = "fsyncmode"
@@ -287,10 +286,10 @@ class Inode:
             value = getattr(self, attr)
             if default is None and attr in ("parent", "name", "kind") or value != default:
                 out[short] = value
-        return json.dumps(out, separators=(",", ":")).encode()
+        return records.dumps(out)
 
     @classmethod
     def decode(cls, ino: int, raw: bytes) -> Inode:
-        data = json.loads(raw)
+        data = records.loads(raw)
         kwargs = {attr: data[short] for short, attr, _ in cls._FIELDS if short in data}
         return cls(ino=ino, **kwargs)

@@ -22,7 +22,6 @@ and a crash finds either the old state or the new one.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -30,6 +29,8 @@ from typing import TYPE_CHECKING
 
 import lmdb
 import trio
+
+from fsync_fuse import records
 
 if TYPE_CHECKING:
     Txn = lmdb.Transaction[bytes]
@@ -70,7 +71,7 @@ class Outbox:
         with env.begin(db=self.db) as txn:
             for key, raw in txn.cursor():
                 seq = int.from_bytes(key, "big")
-                self._count_op(seq, json.loads(raw), +1)
+                self._count_op(seq, records.loads(raw), +1)
                 self._next_seq = seq + 1
 
     # --- counters
@@ -140,7 +141,7 @@ class Outbox:
         raw = txn.get(_seq_key(seq), db=self.db)
         assert raw is not None and seq not in self._held
         txn.delete(_seq_key(seq), db=self.db)
-        return json.loads(raw)
+        return records.loads(raw)
 
     def take_withdrawn(self) -> list[int]:
         """Sequence numbers rewritten away since the last call (the window drops them)."""
@@ -160,7 +161,7 @@ class Outbox:
     def append(self, txn: Txn, op: dict) -> int:
         seq = self._next_seq
         self._next_seq += 1
-        txn.put(_seq_key(seq), json.dumps(op, separators=(",", ":")).encode(), db=self.db)
+        txn.put(_seq_key(seq), records.dumps(op), db=self.db)
         return seq
 
     def added(
@@ -199,7 +200,7 @@ class Outbox:
             if not cur.set_range(_seq_key(after + 1)):
                 return out
             for key, raw in cur:
-                out.append((int.from_bytes(key, "big"), json.loads(raw)))
+                out.append((int.from_bytes(key, "big"), records.loads(raw)))
                 if len(out) >= limit:
                     break
         return out
