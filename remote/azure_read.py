@@ -22,7 +22,9 @@ from remote.azure_core import MAYBE_DIR, AzureCore, SdkKwargs, log, norm
 from remote.azure_parse import entry_from_headers, parse_listing, parse_smb_time
 from remote.base import NotFound, RemoteEntry, RemoteError
 
-_LIST_INCLUDE = ["Timestamps", "ETag", "Attributes", "PermissionKey"]
+#: what a listing asks for beside names, ids and sizes (not PermissionKey: nothing reads it,
+#: and leaving it out makes each entry a tenth cheaper to parse)
+_LIST_INCLUDE = ["Timestamps", "ETag", "Attributes"]
 
 Page = tuple[list[RemoteEntry], str | None]
 #: a listing page up to this size (~50 entries) is parsed in the caller's task
