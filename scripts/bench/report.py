@@ -113,6 +113,7 @@ TARGETS = [
     Target("churn/saves-queued", "", max_mib=21, text="<= 20 (one per file)"),
     Target("metadata/warm", "local", 1 / 3, text="time <= 3x local"),
     Target("memory/rss", "", max_mib=200, text="< 200 MB"),
+    Target("memory/list", "rclone", 1.5, text=">= 1.5x rclone"),  # issue 16: cold find, 1M
     Target("migrate/small", "rclone", 1.5, text=">= 1.5x rclone copy"),
     Target("migrate/large", "sdk", 0.9, text=">= 0.9x SDK upload"),
 ]
