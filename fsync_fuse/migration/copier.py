@@ -44,6 +44,8 @@ from remote.base import (
 log = logging.getLogger(__name__)
 
 RANGE = 4 * 1024 * 1024
+#: ranges read ahead of the MD5 of a large file (memory: this many x RANGE)
+HASH_AHEAD = 8
 
 
 class Abort(Exception):
@@ -275,13 +277,15 @@ class Copier:
             )
         failed: list[RemoteError | OSError] = []
         h = hashlib.md5()
-        # Read once, in order: each range is hashed and, unless an earlier run sent it, handed
-        # to the uploaders, so the Content-MD5 is of the bytes sent (a second pass over the
-        # file for the MD5 cost as much CPU as the uploads on a busy machine).
+        # Read once, in order: each range goes to the hasher and, unless an earlier run sent
+        # it, to the uploaders, so the Content-MD5 is of the bytes sent (a second pass over the
+        # file for the MD5 cost as much CPU as the uploads on a busy machine). The hasher has
+        # a channel of its own: the MD5 (one core, serial) never waits for a read or an upload.
         send, receive = trio.open_memory_channel[tuple[int, bytes]](int(self.limit.total_tokens))
+        to_hash, hashing = trio.open_memory_channel[bytes](HASH_AHEAD)
 
         async def read_in_order() -> None:
-            async with send:
+            async with send, to_hash:
                 for i in range((e.size + RANGE - 1) // RANGE):
                     off = i * RANGE
                     try:
@@ -292,8 +296,13 @@ class Copier:
                         failed.append(exc)
                         n.cancel_scope.cancel()
                         return
+                    await to_hash.send(data)
                     if i not in done:
                         await send.send((i, data))
+
+        async def digest() -> None:
+            async with hashing:
+                async for data in hashing:
                     await trio.to_thread.run_sync(h.update, data)  # (releases the GIL)
 
         async def upload(receive: trio.MemoryReceiveChannel[tuple[int, bytes]]) -> None:
@@ -316,6 +325,7 @@ class Copier:
         try:
             async with trio.open_nursery() as n, receive:
                 n.start_soon(read_in_order)
+                n.start_soon(digest)
                 for _ in range(int(self.limit.total_tokens)):
                     n.start_soon(upload, receive.clone())
         finally:
