@@ -2,8 +2,8 @@
 
 Listings and reads go the short path (azure_short.py) when they can; else they use the SDK's
 generated operations directly (one request, the raw body parsed by azure_parse), and fall back
-to the documented API when the SDK's internals change. Their bodies are streamed after the SDK's retry policy has returned, so a cut body is
-retried here, on the same budget.
+to the documented API when the SDK's internals change. Their bodies are streamed after the
+SDK's retry policy has returned, so a cut body is retried here, on the same budget.
 """
 
 from __future__ import annotations
