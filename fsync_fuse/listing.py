@@ -93,7 +93,7 @@ class Lister(TaskOwner):
         #: sibling directories a walk lists ahead (module docstring); 0: none
         self.list_ahead = list_ahead
         #: directories listed ahead and not opened since (the oldest forgotten past a bound)
-        self._ahead: OrderedDict[int, None] = OrderedDict()
+        self._ahead: OrderedDict[int, bool] = OrderedDict()
 
     def is_fresh(self, listed_ns: int, *, strict: bool = True) -> bool:
         """Listed within --attr-timeout (`strict`) or within the listing TTL."""
@@ -133,9 +133,7 @@ class Lister(TaskOwner):
     async def open_dir(self, ino: int) -> None:
         """opendir: `ensure` a listing, then list the walk's next directories ahead."""
         rec = self.ns.must(ino)
-        listed_ahead = ino in self._ahead
-        self._ahead.pop(ino, None)
-        walking = not rec.listed_ns or listed_ahead
+        walking = self._ahead.pop(ino, False) or not rec.listed_ns
         await self.ensure(ino, refresh_stale=True)
         if walking and self.list_ahead and self._nursery is not None and not self.share_down:
             self._list_ahead(rec.parent, rec.name)
@@ -151,7 +149,7 @@ class Lister(TaskOwner):
             if not sib.is_dir:
                 continue
             if not sib.listed_ns and sib.ino not in self._ahead:
-                self._ahead[sib.ino] = None
+                self._ahead[sib.ino] = True
                 self.refresh_later(sib.ino)
             dirs += 1
             if dirs >= self.list_ahead:

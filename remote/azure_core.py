@@ -136,7 +136,10 @@ class AzureCore(Remote):
         return f"{self._url_head}{quoted}{self._url_query}"
 
     def _dir_url(self, path: str) -> str:
-        """What `self._dir(path).url` is (SDK quoting: the path as one part, `/` too)."""
+        """What `self._dir(path).url` is (SDK quoting: the path as one part, `/` too; the
+        share's root without a trailing slash)."""
+        if not path:
+            return f"{self._url_head.rstrip('/')}{self._url_query}"
         return f"{self._url_head}{quote(path, safe='~')}{self._url_query}"
 
     @property

@@ -120,8 +120,7 @@ class AzureReads(AzureCore):
         thread, as the SDK's is: ~15 us per entry would hold up every other request."""
         if self._short is None:
             return None
-        # (the share root as the SDK sends it: without the trailing slash)
-        url = self._dir_url(path) if path else self._url_head.rstrip("/") + self._url_query
+        url = self._dir_url(path)
         dot = self._share.allow_trailing_dot
         include = ",".join(_LIST_INCLUDE)
         body = await self._natively(

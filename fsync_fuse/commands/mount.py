@@ -236,7 +236,7 @@ def build_config(args: argparse.Namespace) -> MountConfig:
         block_size=args.block_size,
         writeback_delay=args.writeback_delay,
         read_ahead=args.read_ahead,
-        list_ahead=max(0, args.list_ahead),
+        list_ahead=args.list_ahead,
         attr_timeout=args.attr_timeout,
         fsync_remote=args.fsync == "remote",
         allow_other=args.allow_other,
@@ -318,8 +318,12 @@ def check_values(args: argparse.Namespace) -> None:
         if not math.isfinite(value) or value < 0 or (positive and value == 0):
             need = "more than 0" if positive else "0 or more"
             raise BadInput(f"{flag} {value:g}: must be a number of seconds, {need}")
-    if args.remote_retries is not None and args.remote_retries < 0:
-        raise BadInput(f"--remote-retries {args.remote_retries}: must be 0 or more")
+    for flag, count in (
+        ("--remote-retries", args.remote_retries),
+        ("--list-ahead", args.list_ahead),
+    ):
+        if count is not None and count < 0:
+            raise BadInput(f"{flag} {count}: must be 0 or more")
     try:
         tiering.metrics_address(args.metrics)
     except ValueError as exc:

@@ -247,21 +247,11 @@ class Tables:
 
     # ------------------------------------------------------------------ reading
     def get(self, ino: int, txn: Txn | None = None) -> Inode | None:
+        if txn is None:
+            return self._committed(ino)
         pending = self._pending.get(ino)
         if pending is not None:
             return pending.clone()
-        if txn is None:
-            hit = self._lru.get(ino)
-            if hit is not None:
-                self._lru.move_to_end(ino)
-                return hit.clone()
-            with self.env.begin() as t:
-                raw = t.get(_k(ino), db=self.db_inodes)
-            if raw is None:
-                return None
-            rec = Inode.decode(ino, raw)
-            self._remember(ino, rec.clone())
-            return rec
         # Inside a transaction LMDB is the truth: it sees this transaction's own writes. In
         # the one `_write` has open, the same answer comes cheaper: a record it wrote or
         # deleted is in its `records`, and any other is as last committed, which the LRU
@@ -277,6 +267,31 @@ class Tables:
                 return hit.clone()
         raw = txn.get(_k(ino), db=self.db_inodes)
         return Inode.decode(ino, raw) if raw is not None else None
+
+    def _committed(self, ino: int, txn: Txn | None = None) -> Inode | None:
+        """The record as last committed, with its write-behind changes: the LRU's, else
+        LMDB's, read in `txn` (a read transaction begun since the last commit: it sees the
+        same) or in one of its own. The LRU holds what was last committed when it holds the
+        inode (namespace transactions commit only in this thread, between awaits, and the
+        LRU learns what they wrote then), so a directory listed and merged a moment ago is
+        read back without decoding each record (`children`)."""
+        pending = self._pending.get(ino)
+        if pending is not None:
+            return pending.clone()
+        hit = self._lru.get(ino)
+        if hit is not None:
+            self._lru.move_to_end(ino)
+            return hit.clone()
+        if txn is None:
+            with self.env.begin() as t:
+                raw = t.get(_k(ino), db=self.db_inodes)
+        else:
+            raw = txn.get(_k(ino), db=self.db_inodes)
+        if raw is None:
+            return None
+        rec = Inode.decode(ino, raw)
+        self._remember(ino, rec.clone())
+        return rec
 
     def _remember(self, ino: int, rec: Inode) -> None:
         self._lru[ino] = rec
@@ -333,24 +348,6 @@ class Tables:
                 if rec is not None:
                     out.append((_n(key[8:16]), val[8:].decode(), rec))
         return out
-
-    def _committed(self, ino: int, txn: Txn) -> Inode | None:
-        """`get` in a read transaction begun since the last commit: it sees what was last
-        committed, which the LRU holds when it holds the inode (namespace transactions commit
-        only in this thread, between awaits, and the LRU learns what they wrote then), so a
-        directory listed and merged a moment ago is read back without decoding each record."""
-        pending = self._pending.get(ino)
-        if pending is not None:
-            return pending.clone()
-        hit = self._lru.get(ino)
-        if hit is not None:
-            return hit.clone()
-        raw = txn.get(_k(ino), db=self.db_inodes)
-        if raw is None:
-            return None
-        rec = Inode.decode(ino, raw)
-        self._remember(ino, rec.clone())
-        return rec
 
     def iter_children(self, parent: int, batch: int = 1000) -> Iterator[Inode]:
         """Every entry of a directory, read `batch` at a time (one short read transaction

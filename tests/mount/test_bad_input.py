@@ -77,6 +77,7 @@ CASES = {
     "dir-cache-time-negative": (["--dir-cache-time", "-2"], ["--dir-cache-time -2"]),
     "drain-timeout-negative": (["--drain-timeout", "-1"], ["--drain-timeout -1"]),
     "remote-retries-negative": (["--remote-retries", "-3"], ["--remote-retries -3"]),
+    "list-ahead-negative": (["--list-ahead", "-1"], ["--list-ahead -1", "0 or more"]),
     "site-name-with-dot": (["--site-name", "a.b"], ["--site-name 'a.b'", "dot"]),
     "site-name-with-slash": (["--site-name", "a/b"], ["--site-name 'a/b'", "forbids"]),
     "fsync-choice": (["--fsync", "sometimes"], ["--fsync", "'sometimes'", "invalid choice"]),

@@ -328,6 +328,7 @@ async def test_file_urls_are_spelled_as_the_sdk_spells_them(emulator, share_name
         for path in ["a", "d ir/f~x.txt", "100%/#hash?&=+", "日本/子 é.txt", "x/.fsync-new-1-2"]:
             assert r._file_url(path) == r._file(path).url, path
             assert r._dir_url(path) == r._dir(path).url, path
+        assert r._dir_url("") == r._dir("").url  # the share's root
     finally:
         if sas:
             await r.aclose()
