@@ -20,7 +20,6 @@ from cache import CacheMismatch
 from fsync_fuse.attrs import DIR
 from fsync_fuse.cachelock import CacheInUse
 from fsync_fuse.migration.copier import Abort, Copier, Outcome
-from fsync_fuse.migration.cutover import adopt, seeds_of
 from fsync_fuse.migration.journal import Journal, JournalMismatch
 from fsync_fuse.migration.source import Scan, scan
 from fsync_fuse.migration.watch import Watcher, outermost
@@ -118,6 +117,11 @@ async def migrate(job: Job) -> dict[str, Any]:
                 await _follow(job, remote, journal, base, totals, found)
             cut: dict[str, Any] | None = None
             if job.cutover_cache is not None:
+                # here, not at the top: the cutover opens the mount's cache and namespace
+                # (the whole assembly, pyfuse3 included), which a plain pass never needs
+                # and every run would pay for at start
+                from fsync_fuse.migration.cutover import adopt, seeds_of
+
                 seeds = seeds_of(job.src, found, journal)
                 try:
                     figures = await adopt(
