@@ -131,6 +131,7 @@ class PathAnswers:
         short = len(rec.name.encode()) > names.MAX_NAME // 2
         prefix = parent + names.fold(stem[:1] if short else stem + "-").encode()
         found: list[str] = []
+        ns.settle()
         with ns.env.begin(db=ns.db_dentries) as txn:
             cur = txn.cursor()
             if not cur.set_range(prefix):

@@ -261,6 +261,8 @@ class FS(pyfuse3.Operations):
         ctx: pyfuse3.RequestContext,
         target: str | None = None,
         rdev: int = 0,
+        *,
+        staged: bool = False,
     ) -> Inode:
         self._writable(parent)
         if self._is_snapdir(parent, name):
@@ -269,7 +271,9 @@ class FS(pyfuse3.Operations):
         text = names.decode(name)
         names.check(text)
         await self.lister.ensure(parent, refresh_stale=False)
-        rec = self.ns.create(parent, text, kind, mode, ctx.uid, ctx.gid, target, rdev)
+        rec = self.ns.create(
+            parent, text, kind, mode, ctx.uid, ctx.gid, target, rdev, staged=staged
+        )
         self._entries_changed(parent)
         self.pins.created(rec.ino)
         return rec
@@ -278,8 +282,11 @@ class FS(pyfuse3.Operations):
     async def create(
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        rec = await self._new(parent_inode, name, FILE, mode, ctx)
+        # staged: the new entry becomes durable with this handle's commit (`_commit`, at
+        # flush, fsync or release), so the handle counts as written from the start
+        rec = await self._new(parent_inode, name, FILE, mode, ctx, staged=True)
         fh = self.refs.open_file(rec.ino)
+        self.refs.file(fh).wrote = True
         self._kernel_cver[rec.ino] = rec.cver
         return pyfuse3.FileInfo(fh=fh, keep_cache=True), self._counted(rec)
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import lmdb
 import trio
@@ -164,11 +164,27 @@ class Outbox:
         txn.put(_seq_key(seq), records.dumps(op), db=self.db)
         return seq
 
+    def entry(self, seq: int, op: dict) -> tuple[tuple[Any, bytes], bytes]:
+        """((table, key), value) of an appended operation: what a staged create keeps until
+        it is written (namespace/tables.py `_stage`)."""
+        return (self.db, _seq_key(seq)), records.dumps(op)
+
+    def published(self) -> None:
+        """Operations counted when staged (`added`) are now in LMDB, where the worker reads
+        the queue: a new version, so that it looks again."""
+        self.version += 1
+        self._notify()
+
     def added(
-        self, ops: list[tuple[int, dict]], withdrawn: list[tuple[int, dict]] | None = None
+        self,
+        ops: list[tuple[int, dict]],
+        withdrawn: list[tuple[int, dict]] | None = None,
+        *,
+        staged: bool = False,
     ) -> None:
         """Called after the transaction that appended `ops` (and withdrew `withdrawn`)
-        committed, each with its sequence number."""
+        committed, each with its sequence number; or, `staged`, when they are counted before
+        they are written (`published` wakes the worker then: there is nothing to read yet)."""
         if not ops and not withdrawn:
             return
         self.version += 1
@@ -180,7 +196,8 @@ class Outbox:
             for i in (op.get("ino"), *op.get("dirs", ())):
                 if i:
                     self._touched[i] = self.version
-        self._notify()
+        if not staged:
+            self._notify()
 
     def touch(self, ino: int) -> None:
         """Something other than an op changed this inode on the share (an upload)."""

@@ -46,11 +46,15 @@ class LocalChanges(Orphans):
         gid: int,
         target: str | None = None,
         rdev: int = 0,
+        *,
+        staged: bool = False,
     ) -> Inode:
-        """create / mkdir / symlink / mknod: a new entry, queued for the share."""
+        """create / mkdir / symlink / mknod: a new entry, queued for the share. `staged`
+        (a regular file created open, whose close commits): durable with that commit, one
+        synced transaction per file instead of two (tables.py `_stage`)."""
         names.check(name)
         now = self.clock()
-        with self._write() as tx:
+        with self._stage() if staged and kind == FILE else self._write() as tx:
             pdir = self._parent_dir(tx, parent)
             d = self._dentry(tx.txn, parent, name)
             if d is not None:

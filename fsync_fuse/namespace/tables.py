@@ -90,6 +90,9 @@ class _Tx:
     records: dict[int, Inode | None] = field(default_factory=dict)  # for the LRU, at commit
     changed: bool = False  # something was written (set by the helpers below)
     discard_unchanged: bool = False  # abort instead of committing when nothing changed
+    #: a staged transaction (`_stage`): never committed; what it wrote besides inode records
+    #: is kept here and joins the write-behind records
+    staged: dict[tuple[Database, bytes], bytes] | None = None
 
 
 class Tables:
@@ -123,6 +126,9 @@ class Tables:
         #: write-behind records of other modules in this env: (db, key) -> value or None
         #: (delete); written by the next transaction or `flush`, like `_pending`
         self._deferred: dict[tuple[Database, bytes], bytes | None] = {}
+        #: `_deferred` holds a staged create's entries (dentries, readdir order, its queued
+        #: operation): reads of those tables `settle` first (see `_stage`)
+        self._staged = False
         self._lru: OrderedDict[int, Inode] = OrderedDict()  # recently read records
         #: the write transaction `_write` has open, and what it wrote so far (`get` answers
         #: from these and the LRU instead of decoding what LMDB holds: see `get`)
@@ -161,10 +167,17 @@ class Tables:
     def _write(self, *, discard_unchanged: bool = False) -> Iterator[_Tx]:
         tx = _Tx(self.env.begin(write=True), discard_unchanged=discard_unchanged)
         outer, self._open = self._open, tx
+        # the write-behind entries go in first, so that the body reads a staged create's
+        # entries (and may withdraw its queued operation); back to `_deferred` if aborted
+        moved, staged = self._deferred, self._staged
+        self._deferred, self._staged = {}, False
         try:
+            self._put_deferred(tx.txn, moved)
+            tx.changed = bool(moved)
             yield tx
         except BaseException:
             tx.txn.abort()
+            self._restore(moved, staged)
             raise
         finally:
             self._open = outer
@@ -173,23 +186,70 @@ class Tables:
             # it left in `_pending` go with the next transaction)
             tx.txn.abort()
             return
-        self._put_pending(tx.txn, tx.records)
+        try:
+            self._put_pending(tx.txn, tx.records)
+            tx.txn.commit()
+        except BaseException:
+            self._restore(moved, staged)
+            raise
         self._pending.clear()
         self._deferred.clear()
-        tx.txn.commit()
         self._remember_written(tx.records)
         self.outbox.added(tx.ops, tx.withdrawn)
+        if staged:
+            self.outbox.published()
+
+    def _restore(self, moved: dict[tuple[Database, bytes], bytes | None], staged: bool) -> None:
+        """A failed transaction's moved write-behind entries back, under newer ones."""
+        for key, value in moved.items():
+            self._deferred.setdefault(key, value)
+        self._staged = self._staged or staged
+
+    @contextmanager
+    def _stage(self) -> Iterator[_Tx]:
+        """Like `_write`, but nothing is committed: the body runs in a write transaction
+        that is then aborted, and what it wrote becomes write-behind records (inode records
+        into `_pending`, the rest into `_deferred`), durable with the next transaction: the
+        cache's commit at the file's close, or any namespace change before it. Saves the
+        synced transaction of a new file's create (notes/perf-session10.md). Until then
+        LMDB does not have the entries: reads of the directory tables `settle` (commit them)
+        first, and every transaction that appends to the outbox writes them first, so the
+        queue in LMDB never has a later operation without the staged one before it."""
+        tx = _Tx(self.env.begin(write=True), staged={})
+        outer, self._open = self._open, tx
+        try:
+            self._put_deferred(tx.txn, self._deferred)
+            yield tx
+        finally:
+            self._open = outer
+            tx.txn.abort()
+        assert tx.staged is not None and not tx.withdrawn
+        for ino, rec in tx.records.items():
+            assert rec is not None
+            self._pending[ino] = rec
+        self._deferred.update(tx.staged)
+        self._staged = True
+        self.outbox.added(tx.ops, staged=True)
+
+    def settle(self) -> None:
+        """Commit a staged create's entries (before reading the directory tables from LMDB
+        outside a transaction of ours, or writing the outbox in another module's)."""
+        if self._staged and self._open is None:
+            self.flush()
+
+    def _put_deferred(self, txn: Txn, entries: dict[tuple[Database, bytes], bytes | None]) -> None:
+        for (db, key), value in entries.items():
+            if value is None:
+                txn.delete(key, db=db)
+            else:
+                txn.put(key, value, db=db)
 
     def _put_pending(self, txn: Txn, records: dict[int, Inode | None]) -> None:
         """The write-behind records and counters into `txn` (`records`: what it wrote)."""
         for rec in self._pending.values():
             txn.put(_k(rec.ino), rec.encode(), db=self.db_inodes)
             records[rec.ino] = rec
-        for (db, key), value in self._deferred.items():
-            if value is None:
-                txn.delete(key, db=db)
-            else:
-                txn.put(key, value, db=db)
+        self._put_deferred(txn, self._deferred)
         txn.put(b"next_ino", _k(self._next_ino), db=self.db_meta)
         txn.put(b"next_dent", _k(self._next_dent), db=self.db_meta)
 
@@ -211,16 +271,24 @@ class Tables:
             return None
         records: dict[int, Inode | None] = {}
         self._put_pending(txn, records)
+        staged = self._staged
 
         def committed() -> None:
             self._pending.clear()
             self._deferred.clear()
             self._remember_written(records)
+            if staged:
+                self._staged = False
+                self.outbox.published()
 
         return committed
 
     def _enqueue(self, tx: _Tx, op: dict) -> None:
-        tx.ops.append((self.outbox.append(tx.txn, op), op))
+        seq = self.outbox.append(tx.txn, op)
+        tx.ops.append((seq, op))
+        if tx.staged is not None:
+            key, value = self.outbox.entry(seq, op)
+            tx.staged[key] = value
 
     def _take_create(self, tx: _Tx, ino: int) -> dict | None:
         """`ino`'s queued create, taken out of the queue in `tx` when it may still be
@@ -313,18 +381,21 @@ class Tables:
 
     def find(self, parent: int, name: str) -> tuple[int, str] | None:
         """The entry whose name equals `name` ignoring case: (ino, exact name)."""
+        self.settle()
         with self.env.begin() as txn:
             d = self._dentry(txn, parent, name)
         return (d[0], d[2]) if d else None
 
     def entry_id(self, parent: int, name: str) -> int | None:
         """The entry id (readdir order) of a directory entry."""
+        self.settle()
         with self.env.begin() as txn:
             d = self._dentry(txn, parent, name)
         return d[1] if d else None
 
     def lookup(self, parent: int, name: str) -> Inode | None:
         """The entry named exactly `name` (lookups are case-sensitive; creates are not)."""
+        self.settle()
         with self.env.begin() as txn:
             d = self._dentry(txn, parent, name)
             if d is None or d[2] != name:
@@ -335,6 +406,7 @@ class Tables:
         self, parent: int, after_id: int = 0, limit: int = 1000
     ) -> list[tuple[int, str, Inode]]:
         """Entries of a directory in entry-id order, starting after `after_id`."""
+        self.settle()
         out: list[tuple[int, str, Inode]] = []
         prefix = _k(parent)
         with self.env.begin() as txn:
@@ -360,6 +432,7 @@ class Tables:
 
     def count_children(self, parent: int, limit: int) -> int:
         """How many entries a directory has, counting at most `limit`."""
+        self.settle()
         prefix = _k(parent)
         n = 0
         with self.env.begin() as txn:
@@ -472,10 +545,14 @@ class Tables:
         self._dir_changed(parent, subdirs=is_dir is not False)
         dent = self._next_dent
         self._next_dent += 1
-        tx.txn.put(
-            names.dentry_key(parent, name), _k(ino) + _k(dent) + name.encode(), db=self.db_dentries
+        puts = (
+            (self.db_dentries, names.dentry_key(parent, name), _k(ino) + _k(dent) + name.encode()),
+            (self.db_order, _k(parent) + _k(dent), _k(ino) + name.encode()),
         )
-        tx.txn.put(_k(parent) + _k(dent), _k(ino) + name.encode(), db=self.db_order)
+        for db, key, value in puts:
+            tx.txn.put(key, value, db=db)
+            if tx.staged is not None:
+                tx.staged[(db, key)] = value
 
     def _del_dentry(self, tx: _Tx, parent: int, name: str, is_dir: bool | None = None) -> None:
         key = names.dentry_key(parent, name)

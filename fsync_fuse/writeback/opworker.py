@@ -248,6 +248,7 @@ class OpWorker:
             if item.root is None:
                 log.info("resolving stuck %s %r (renamed or removed here)", item.what, item.path)
         self.stuck.take_ops()
+        self.ns.settle()  # a staged create is queued before these (namespace/tables.py)
         with self.ns.env.begin(write=True) as txn:
             for seq, _ in old:
                 self.outbox.remove(txn, seq)

@@ -196,3 +196,54 @@ async def test_a_listing_that_changes_nothing_commits_nothing(
         await fs.lister.refresh(d.st_ino)
         assert fs.ns.env.info()["last_txnid"] > txn0
         assert fs.ns.lookup(d.st_ino, "new") is not None
+
+
+async def test_a_new_file_is_committed_with_its_close(emulator, share_name, share, tmp_path):
+    """A file created open is staged (namespace/tables.py `_stage`): no transaction of its
+    own; its entries reach LMDB with its close's commit, or sooner when something reads the
+    directory or changes the namespace; nothing of it is lost or reordered meanwhile."""
+    from fsync_fuse import names
+
+    async with filesystem(emulator.share_url(share_name), tmp_path / "c", delay=0.05) as fs:
+        ns, root = fs.ns, pyfuse3.ROOT_INODE
+
+        def in_lmdb(name: str) -> bool:
+            with ns.env.begin() as txn:
+                return txn.get(names.dentry_key(root, name), db=ns.db_dentries) is not None
+
+        before = ns.env.info()["last_txnid"]
+        fi, e = await fs.create(root, b"a", 0o644, os.O_WRONLY, CTX)
+        assert not in_lmdb("a") and ns.env.info()["last_txnid"] == before
+        # (no await in between: nothing else ran). The file answers all the same.
+        assert ns.get(e.st_ino) is not None
+        await fs.write(fi.fh, 0, b"content of a")
+        await fs.release(fi.fh)
+        assert in_lmdb("a")
+
+        # read before its close: the directory's entries settle first
+        fi, e = await fs.create(root, b"b", 0o644, os.O_WRONLY, CTX)
+        assert not in_lmdb("b")
+        assert "b" in [name for _id, name, _rec in ns.children(root)]
+        assert in_lmdb("b")
+        await fs.release(fi.fh)
+
+        # a namespace change before the close carries it, queued in order before its own
+        fi, e = await fs.create(root, b"c", 0o644, os.O_WRONLY, CTX)
+        await fs.mkdir(root, b"d", 0o755, CTX)
+        assert in_lmdb("c")
+        ops = [op for _seq, op in ns.outbox.peek(0, 100)]
+        order = [op.get("path") for op in ops if op["op"] in ("create", "mkdir")]
+        assert order.index("c") < order.index("d"), order
+        await fs.release(fi.fh)
+
+        # removed before its close: its queued create is withdrawn, nothing reaches the share
+        fi, e = await fs.create(root, b"t", 0o644, os.O_WRONLY, CTX)
+        await fs.write(fi.fh, 0, b"temporary")
+        await fs.unlink(root, b"t", CTX)
+        await fs.release(fi.fh)
+        await fs.forget([(e.st_ino, 1)])
+        with trio.fail_after(30):
+            await fs.writeback.drain()
+    tree = await trio.to_thread.run_sync(share.walk)
+    assert tree == {"a": False, "b": False, "c": False, "d": True}
+    assert await trio.to_thread.run_sync(share.get, "a") == b"content of a"

@@ -84,6 +84,9 @@ def test_sigkill_loses_nothing_closed_or_fsynced(mounter, share, share_url):
         data = rnd.randbytes(rnd.randrange(0, 64_000))
         (m.mnt / f"k/c{i}").write_bytes(data)
         closed[f"k/c{i}"] = data
+    # created and closed without a write (its create is durable with its close)
+    (m.mnt / "k/empty").write_bytes(b"")
+    closed["k/empty"] = b""
     # a file fsync'ed but still open, and one being written (may or may not survive)
     synced = rnd.randbytes(3_000_000)
     fs = open(m.mnt / "k/synced", "wb")
