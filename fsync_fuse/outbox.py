@@ -158,16 +158,18 @@ class Outbox:
         return not any(i in self._subject for i in chain)
 
     # --- persistence (callers pass their own write transaction)
-    def append(self, txn: Txn, op: dict) -> int:
+    def append(
+        self, txn: Txn, op: dict, *, keep: dict[tuple[Any, bytes], bytes] | None = None
+    ) -> int:
+        """Queue `op` in `txn`; its sequence number. `keep`: also gets ((table, key), value),
+        what a staged create writes later (namespace/tables.py `_stage`)."""
         seq = self._next_seq
         self._next_seq += 1
-        txn.put(_seq_key(seq), records.dumps(op), db=self.db)
+        key, raw = _seq_key(seq), records.dumps(op)
+        txn.put(key, raw, db=self.db)
+        if keep is not None:
+            keep[(self.db, key)] = raw
         return seq
-
-    def entry(self, seq: int, op: dict) -> tuple[tuple[Any, bytes], bytes]:
-        """((table, key), value) of an appended operation: what a staged create keeps until
-        it is written (namespace/tables.py `_stage`)."""
-        return (self.db, _seq_key(seq)), records.dumps(op)
 
     def published(self) -> None:
         """Operations counted when staged (`added`) are now in LMDB, where the worker reads

@@ -218,7 +218,8 @@ class Tables:
         tx = _Tx(self.env.begin(write=True), staged={})
         outer, self._open = self._open, tx
         try:
-            self._put_deferred(tx.txn, self._deferred)
+            if self._staged:  # (the body reads earlier staged entries: a name taken)
+                self._put_deferred(tx.txn, self._deferred)
             yield tx
         finally:
             self._open = outer
@@ -284,11 +285,7 @@ class Tables:
         return committed
 
     def _enqueue(self, tx: _Tx, op: dict) -> None:
-        seq = self.outbox.append(tx.txn, op)
-        tx.ops.append((seq, op))
-        if tx.staged is not None:
-            key, value = self.outbox.entry(seq, op)
-            tx.staged[key] = value
+        tx.ops.append((self.outbox.append(tx.txn, op, keep=tx.staged), op))
 
     def _take_create(self, tx: _Tx, ino: int) -> dict | None:
         """`ino`'s queued create, taken out of the queue in `tx` when it may still be

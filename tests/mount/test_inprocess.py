@@ -220,6 +220,11 @@ async def test_a_new_file_is_committed_with_its_close(emulator, share_name, shar
         await fs.release(fi.fh)
         assert in_lmdb("a")
 
+        # closed with nothing written: its close commits it all the same
+        fi, e = await fs.create(root, b"e", 0o644, os.O_WRONLY, CTX)
+        await fs.release(fi.fh)
+        assert in_lmdb("e")
+
         # read before its close: the directory's entries settle first
         fi, e = await fs.create(root, b"b", 0o644, os.O_WRONLY, CTX)
         assert not in_lmdb("b")
@@ -245,5 +250,5 @@ async def test_a_new_file_is_committed_with_its_close(emulator, share_name, shar
         with trio.fail_after(30):
             await fs.writeback.drain()
     tree = await trio.to_thread.run_sync(share.walk)
-    assert tree == {"a": False, "b": False, "c": False, "d": True}
+    assert tree == {"a": False, "b": False, "c": False, "d": True, "e": False}
     assert await trio.to_thread.run_sync(share.get, "a") == b"content of a"

@@ -84,9 +84,6 @@ def test_sigkill_loses_nothing_closed_or_fsynced(mounter, share, share_url):
         data = rnd.randbytes(rnd.randrange(0, 64_000))
         (m.mnt / f"k/c{i}").write_bytes(data)
         closed[f"k/c{i}"] = data
-    # created and closed without a write (its create is durable with its close)
-    (m.mnt / "k/empty").write_bytes(b"")
-    closed["k/empty"] = b""
     # a file fsync'ed but still open, and one being written (may or may not survive)
     synced = rnd.randbytes(3_000_000)
     fs = open(m.mnt / "k/synced", "wb")
@@ -101,6 +98,9 @@ def test_sigkill_loses_nothing_closed_or_fsynced(mounter, share, share_url):
     closed["k/c0-renamed"] = closed.pop("k/c0")
     os.unlink(m.mnt / "k/c1")
     del closed["k/c1"]
+    # created and closed without a write, last: only its own close can have made it durable
+    (m.mnt / "k/empty").write_bytes(b"")
+    closed["k/empty"] = b""
     m.kill9()
     for f in (fs, fo):
         try:
